@@ -1,0 +1,93 @@
+# rest-vs-stream: every entry point. `make bench` and `make test` set up what they need.
+SHELL := /bin/bash
+PY    ?= .venv/bin/python
+VENV_STAMP := .venv/.installed
+MODEL_STAMP := var/model/model.json
+
+# Where the IMDB train/test CSVs live (train.csv.gz, test.csv.gz). Point it at your copy.
+DATA ?= $(abspath ../shared/data/imdb)
+export RVS_DATA_DIR ?= $(DATA)
+
+SCENARIO ?=
+TARGET   ?= local
+RUN      ?= results/latest
+BASE     ?= results/baseline/summary.json
+HEAD     ?= results/latest
+PYTEST_ARGS ?=
+
+.PHONY: help setup system venv model test test-fast bench bench-full report compare ceiling \
+        capacity up down compose-check clean
+
+help:
+	@echo "make bench            run the default scenarios on the embedded stack, then report"
+	@echo "make bench SCENARIO=x run one scenario (smoke, steady, seed, sweep, ...)"
+	@echo "make bench-full       run every shipped scenario"
+	@echo "make test             set up and run the whole test suite"
+	@echo "make model            train the model artifact (DATA=folder with train/test.csv.gz)"
+	@echo "make report RUN=dir   rebuild a run's report from its folder"
+	@echo "make compare BASE=x HEAD=y   regression verdict for CI"
+	@echo "make ceiling          each variant's saturated throughput vs the model ceiling"
+	@echo "make capacity         the load generator's own capacity against no-op targets"
+	@echo "make up / make down   the same services on Apache Kafka with docker compose"
+
+setup: system venv
+
+# System packages: nginx for the REST deployment, Debian's docker-compose to validate the compose
+# file without an engine. Installed only when missing; needs root (as on CI).
+system:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing (or install them yourself)"; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+model: venv
+	@$(PY) -m services.model.train --if-stale
+
+test: setup model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no process of the stack is started.
+test-fast: venv
+	$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+
+bench: setup model
+	$(PY) -m bench run $(if $(SCENARIO),$(SCENARIO),--default) --target $(TARGET)
+
+bench-full: setup model
+	$(PY) -m bench run --all --target $(TARGET)
+
+report: venv
+	$(PY) -m analysis report $(RUN)
+
+compare: venv
+	$(PY) -m analysis compare $(BASE) $(HEAD)
+
+ceiling: setup model
+	$(PY) -m bench ceiling
+
+capacity: setup
+	$(PY) -m loadgen capacity
+
+compose-check: system
+	docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+
+up:
+	docker compose up -d --wait
+
+down:
+	docker compose down
+
+clean:
+	rm -rf .venv var build .pytest_cache

@@ -1,0 +1,66 @@
+"""``python -m bench run [SCENARIO ...|--default|--all]`` and ``python -m bench ceiling``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.run import Placement, RunOptions, main_run
+
+#: `make bench`: the article's experiment and a clean latency comparison, ≤ 10 minutes on 2 cores.
+DEFAULT_SCENARIOS = ("seed", "steady")
+
+
+def shipped_scenarios() -> list[str]:
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    return sorted(p.stem for p in root.glob("*.yaml"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run scenarios against both deployments and report")
+    r.add_argument("scenarios", nargs="*", help="scenario names or YAML paths")
+    r.add_argument("--default", action="store_true", help=f"run {', '.join(DEFAULT_SCENARIOS)}")
+    r.add_argument("--all", action="store_true", help="run every shipped scenario")
+    r.add_argument("--target", choices=["local", "compose"], default="local")
+    r.add_argument("--bootstrap", help="Kafka bootstrap of an existing deployment (compose)")
+    r.add_argument("--url", help="REST base URL of an existing deployment (compose)")
+    r.add_argument("--service-cpus", help="cores for the service (default: the first)")
+    r.add_argument("--driver-cpus", help="cores for the load generator (default: the rest)")
+    r.add_argument("--broker-cpus", help="cores for the embedded broker (default: driver's)")
+    r.add_argument("--results", default=None, help="results root (default: results/)")
+    r.add_argument("--no-report", action="store_true")
+    r.add_argument("--no-ceiling", action="store_true", help="skip the in-run ceiling measure")
+    sub.add_parser("ceiling", help="each variant's saturated throughput vs the model ceiling")
+    args = p.parse_args(argv)
+
+    if args.cmd == "ceiling":
+        from bench.ceiling import main as ceiling_main
+        return ceiling_main()
+
+    names = list(args.scenarios)
+    if args.default:
+        names += list(DEFAULT_SCENARIOS)
+    if args.all:
+        names += shipped_scenarios()
+    if not names:
+        p.error("name a scenario, or pass --default / --all "
+                f"(shipped: {', '.join(shipped_scenarios())})")
+    if args.target == "compose" and not (args.bootstrap or args.url):
+        args.bootstrap = args.bootstrap or "127.0.0.1:9094"
+        args.url = args.url or "http://127.0.0.1:8080"
+    opts = RunOptions(
+        target=args.target, bootstrap=args.bootstrap, url=args.url,
+        placement=Placement.default(args.service_cpus, args.driver_cpus, args.broker_cpus),
+        measure_ceiling=not args.no_ceiling, report=not args.no_report,
+    )
+    if args.results:
+        opts.results = Path(args.results)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    return main_run(names, opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Console output of a run: a progress bar per phase with live OK/s and errors, a closing table.
+
+The driver runs as a pinned child process and prints one JSON line per second to its log; we tail
+that log, so the bench's own process does no work on the driver's core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class Progress:
+    def __init__(self, quiet: bool = False):
+        self.console = Console(stderr=False, highlight=False, quiet=quiet,
+                               force_terminal=None if sys.stdout.isatty() else False)
+
+    def say(self, msg: str) -> None:
+        self.console.print(msg)
+
+    def follow_driver(self, mode: str, proc, *, total_s: float, limit_s: float) -> dict | None:
+        """Tail the driver's JSON lines until it exits; stop it (SIGTERM) past ``limit_s``.
+
+        Returns the driver's final line (a dict with ``"final": true``) or None.
+        """
+        final = None
+        pos = 0
+        last: dict = {}
+        prev_ok, prev_t = 0, 0.0
+        t_begin = time.monotonic()
+        terminated = False
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[stats]}"))
+        with RichProgress(*columns, console=self.console, transient=False,
+                          disable=self.console.quiet) as bar:
+            task = bar.add_task(f"{mode}", total=total_s, stats="")
+            while True:
+                alive = proc.alive()
+                pos, lines = _read_new_lines(proc.log_path, pos)
+                for line in lines:
+                    rec = _parse(line)
+                    if rec is None:
+                        continue
+                    if rec.get("final"):
+                        final = rec
+                        continue
+                    last = rec
+                    t = float(rec.get("t", 0.0))
+                    ok = int(rec.get("ok", 0))
+                    rate = (ok - prev_ok) / (t - prev_t) if t > prev_t else 0.0
+                    prev_ok, prev_t = ok, t
+                    bar.update(task, completed=min(t, total_s),
+                               description=f"{mode} [{rec.get('phase', '')}]",
+                               stats=f"ok/s {rate:7.1f}  ok {ok}  failed {rec.get('failed', 0)}"
+                                     f"  in flight {rec.get('in_flight', 0)}")
+                if not alive:
+                    break
+                if not terminated and time.monotonic() - t_begin > limit_s:
+                    self.say(f"[yellow]{mode}: driver over its time limit; stopping it[/]")
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    terminated = True
+                time.sleep(0.25)
+            if final is not None:
+                bar.update(task, completed=total_s)
+        if final is None and last:
+            self.say(f"[yellow]{mode}: last progress {last}[/]")
+        if proc.popen.returncode not in (0, None):
+            self.say(f"[yellow]{mode}: driver exited with {proc.popen.returncode}; "
+                     f"log: {proc.log_path}[/]")
+        return final
+
+    def show_summary(self, run_dir: Path, outputs) -> None:
+        path = run_dir / "summary.json"
+        if not path.exists():
+            return
+        s = json.loads(path.read_text())
+        t = Table(title=f"{s.get('scenario')} — {'complete' if s.get('complete') else 'INCOMPLETE'}")
+        for col in ("mode", "sent", "ok", "ok req/s", "reviews/s", "p50 ms", "p99 ms",
+                    "errors %", "spread (CV)", "efficiency"):
+            t.add_column(col, justify="right")
+        for mode, m in (s.get("modes") or {}).items():
+            lat = m.get("latency_ms") or {}
+            t.add_row(mode, _f(m.get("sent"), 0), _f(m.get("ok"), 0),
+                      _f(m.get("successful_throughput"), 1), _f(m.get("reviews_per_s"), 1),
+                      _f(lat.get("p50"), 1), _f(lat.get("p99"), 1),
+                      _f(None if m.get("error_rate") is None else 100 * m["error_rate"], 2),
+                      _f(m.get("throughput_cv"), 3), _f(m.get("efficiency"), 3))
+        self.console.print(t)
+        ratios = s.get("ratios") or {}
+        if ratios:
+            self.console.print("stream ÷ rest: " + ", ".join(
+                f"{k} {_f(v, 2)}" for k, v in ratios.items()))
+        self.console.print(f"report: {run_dir / 'report.html'}")
+
+
+def _f(v, nd: int) -> str:
+    if v is None:
+        return "—"
+    try:
+        return f"{float(v):,.{nd}f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _read_new_lines(path: Path, pos: int) -> tuple[int, list[str]]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            data = f.read()
+    except OSError:
+        return pos, []
+    if not data:
+        return pos, []
+    end = data.rfind(b"\n")
+    if end < 0:
+        return pos, []
+    chunk = data[: end + 1]
+    return pos + len(chunk), chunk.decode(errors="replace").splitlines()
+
+
+def _parse(line: str) -> dict | None:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None

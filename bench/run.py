@@ -1,0 +1,246 @@
+"""One benchmark run: for each mode in turn, deploy, drive, record, stop; then analyse and report.
+
+Modes never run at the same time (they would share the CPU). The service is pinned to its cores
+and the load generator (and the embedded broker, which in the article was its own cluster) to the
+others, so that the driver never steals the service's CPU. Every phase writes into the run folder
+as it goes: an interrupted run keeps what it had, marked incomplete, and says which phase failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import meta as metamod
+from bench.cpu import CpuSampler
+from bench.progress import Progress
+from services.procs import LaunchError, Supervisor, parse_cpus
+
+REPO = metamod.REPO
+RESULTS = REPO / "results"
+
+
+class PhaseFailed(RuntimeError):
+    def __init__(self, phase: str, detail: str, log: Path | None = None):
+        self.phase, self.detail, self.log = phase, detail, log
+        where = f" (log: {log})" if log else ""
+        super().__init__(f"phase '{phase}' failed: {detail}{where}")
+
+
+@dataclass
+class Placement:
+    """Which cores do what. On 2 cores: service on 0; driver and embedded broker on 1."""
+
+    service: tuple[int, ...] | None
+    driver: tuple[int, ...] | None
+    broker: tuple[int, ...] | None
+
+    @classmethod
+    def default(cls, service: str | None = None, driver: str | None = None,
+                broker: str | None = None) -> Placement:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            s_default, d_default = str(cpus[0]), ",".join(map(str, cpus[1:]))
+        else:  # one core: nothing to separate; say so in meta rather than pretend
+            s_default = d_default = str(cpus[0])
+        svc = parse_cpus(service or os.environ.get("RVS_SERVICE_CPUS") or s_default)
+        drv = parse_cpus(driver or os.environ.get("RVS_DRIVER_CPUS") or d_default)
+        brk = parse_cpus(broker or os.environ.get("RVS_BROKER_CPUS") or ",".join(map(str, drv)))
+        return cls(svc, drv, brk)
+
+    def to_dict(self) -> dict:
+        return {"service_cpus": list(self.service or []), "driver_cpus": list(self.driver or []),
+                "broker_cpus": list(self.broker or []),
+                "separated": not set(self.service or ()) & set(self.driver or ())}
+
+
+@dataclass
+class RunOptions:
+    target: str = "local"                  # local (embedded stack) | compose (given addresses)
+    bootstrap: str | None = None           # compose/real Kafka
+    url: str | None = None                 # compose/real REST endpoint
+    placement: Placement = field(default_factory=Placement.default)
+    results: Path = RESULTS
+    measure_ceiling: bool = True
+    report: bool = True
+    quiet: bool = False
+
+
+def new_run_dir(root: Path, scenario_name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = root / f"{stamp}-{scenario_name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{scenario_name}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _link_latest(root: Path, run_dir: Path) -> None:
+    link = root / "latest"
+    tmp = root / ".latest.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(link)
+
+
+def run_scenario(scenario, opts: RunOptions) -> Path:
+    """Run every mode of ``scenario``; return the run folder (complete or not)."""
+    from loadgen.scenario import load_scenario  # noqa: F401  (import check: fail early)
+    from services.model import load_model
+
+    run_dir = new_run_dir(opts.results, scenario.name)
+    _link_latest(opts.results, run_dir)
+    progress = Progress(quiet=opts.quiet)
+    meta = {
+        "run_id": run_dir.name, "scenario": scenario.to_dict(),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": metamod.git_commit(), "machine": metamod.machine(),
+        "versions": {"packages": metamod.packages()}, "placement": opts.placement.to_dict(),
+        "target": opts.target, "complete": False, "modes": {},
+    }
+    meta["git_commit"] = meta["git"]["commit"]
+    meta_path = run_dir / "meta.json"
+    metamod.write_json(meta_path, meta)
+    phase = "set-up"
+    try:
+        phase = "model"
+        model = load_model()
+        meta["model"] = model.info
+        if opts.measure_ceiling:
+            phase = "ceiling"
+            meta["ceiling"] = measure_ceiling(model, scenario, opts.placement, progress)
+        metamod.write_json(meta_path, meta)
+        del model
+        for mode in scenario.modes:
+            phase = f"{mode}"
+            meta["modes"][mode] = {"complete": False}
+            metamod.write_json(meta_path, meta)
+            meta["modes"][mode] = run_mode(mode, scenario, run_dir, opts, progress)
+            metamod.write_json(meta_path, meta)
+        meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
+        meta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+        metamod.write_json(meta_path, meta)
+    except KeyboardInterrupt:
+        meta["failed_phase"] = phase
+        meta["error"] = "interrupted (Ctrl-C)"
+        metamod.write_json(meta_path, meta)
+        progress.say(f"[red]interrupted in phase '{phase}'[/]; partial run kept in {run_dir}")
+        raise
+    except (PhaseFailed, LaunchError, Exception) as e:  # noqa: BLE001 (report, then re-raise)
+        meta["failed_phase"] = getattr(e, "phase", phase)
+        meta["error"] = str(e)
+        metamod.write_json(meta_path, meta)
+        progress.say(f"[red]{phase}: {e}[/]\npartial run kept (incomplete) in {run_dir}")
+        raise
+    finally:
+        if opts.report:
+            _report(run_dir, progress)
+    return run_dir
+
+
+def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -> dict:
+    """The model's in-process throughput on the service's cores: the yardstick for efficiency."""
+    from services.model.bench import measure_ceiling as _measure
+    from services.model.data import sample_reviews
+
+    texts, _ = sample_reviews(2000, seed=scenario.payload.seed, split=scenario.payload.split)
+    progress.say("measuring the model ceiling on the service cores ...")
+    out = dict(_measure(model, texts, cpus=placement.service, seconds=2.0))
+    out["cpus"] = list(placement.service or [])
+    progress.say(f"ceiling: {out['batched_reviews_per_s']:.0f} reviews/s batched "
+                 f"(batch {out['best_batch']}), {out['batch1_reviews_per_s']:.0f} at batch 1")
+    return out
+
+
+def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Progress) -> dict:
+    """Deploy ``mode``, drive it with the scenario, stop it. Returns the mode's meta."""
+    from services.launcher import deploy
+
+    mode_dir = run_dir / mode
+    log_dir = mode_dir / "logs"
+    overrides = scenario.service.get(mode, {}) if isinstance(scenario.service, dict) \
+        else getattr(scenario.service, mode, {}) or {}
+    info: dict = {"complete": False, "service_cpus": list(opts.placement.service or []),
+                  "driver_cpus": list(opts.placement.driver or []),
+                  "warmup_s": scenario.timing.warmup_s, "duration_s": scenario.timing.duration_s,
+                  "drain_s": scenario.timing.drain_s, "faults": []}
+    with Supervisor(log_dir) as sup, contextlib.ExitStack() as stack:
+        progress.say(f"[bold]{mode}[/]: starting the deployment ...")
+        t_start = time.monotonic()
+        try:
+            dep = stack.enter_context(deploy(
+                mode, mode_dir / "service", overrides=overrides, sup=sup,
+                service_cpus=opts.placement.service, broker_cpus=opts.placement.broker,
+                bootstrap=opts.bootstrap))
+        except LaunchError as e:
+            raise PhaseFailed(f"{mode}: deploy", str(e).splitlines()[0], log_dir) from e
+        info.update(settings=dep.settings, versions=dep.versions, broker=dep.broker,
+                    processes=dep.processes, topics=dep.topics,
+                    workers=dep.settings.get("processes") or dep.settings.get("workers"),
+                    ready_s=round(time.monotonic() - t_start, 2))
+        progress.say(f"{mode}: ready in {info['ready_s']:.1f}s "
+                     f"({dep.url or dep.bootstrap}); driving '{scenario.name}' ...")
+        driver_argv = [sys.executable, "-m", "loadgen", "drive", mode,
+                       "--scenario", scenario.source, "--out", str(mode_dir),
+                       "--run-id", run_dir.name]
+        driver_argv += ["--url", dep.url] if mode == "rest" else ["--bootstrap", dep.bootstrap]
+        if mode == "stream" and dep.topics:
+            driver_argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
+        drv = sup.start(f"driver-{mode}", driver_argv, cpus=opts.placement.driver)
+        groups = {"service": dep.service_pids, "driver": [drv.pid]}
+        if dep.broker.get("pid"):
+            groups["broker"] = [dep.broker["pid"]]
+        sampler = CpuSampler(groups, mode_dir / "cpu.csv").start()
+        total = scenario.timing.warmup_s + scenario.timing.duration_s + scenario.timing.drain_s
+        final = None
+        try:
+            final = progress.follow_driver(mode, drv, total_s=total, limit_s=total + 90)
+        finally:
+            sampler.stop((final or {}).get("t0_epoch"))
+        if final is None:
+            raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line",
+                              drv.log_path)
+        info["t0_epoch"] = final.get("t0_epoch")
+        info["driver"] = final
+        info["end_epoch"] = time.time()
+        info["complete"] = bool(final.get("complete", True))
+    return info
+
+
+def _report(run_dir: Path, progress: Progress) -> None:
+    try:
+        from analysis.report import build_report
+        out = build_report(run_dir)
+        progress.show_summary(run_dir, out)
+    except Exception as e:  # noqa: BLE001 — a report failure must not hide the run's own error
+        progress.say(f"[yellow]report failed: {e}[/] — re-run: make report RUN={run_dir}")
+
+
+def main_run(names: list[str], opts: RunOptions) -> int:
+    from loadgen.scenario import load_scenario
+
+    scenarios = [load_scenario(n) for n in names]  # validate all before running any
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    failed = 0
+    for sc in scenarios:
+        try:
+            run_scenario(sc, opts)
+        except KeyboardInterrupt:
+            return 130
+        except Exception:  # noqa: BLE001 — already reported with its phase and log
+            failed += 1
+    return 1 if failed else 0
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

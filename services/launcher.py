@@ -1,0 +1,102 @@
+"""Bring up a deployment (REST, stream, or both) on the local machine, on real parts.
+
+``deploy`` is the single code path the CLI, the bench and the tests use to start a mode, so what a
+test proves about start-up and shutdown is what the benchmark runs. Everything started goes
+through one :class:`~services.procs.Supervisor` and is stopped by PID when the ``with`` block ends,
+normally or by an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from services.procs import Supervisor
+
+MODES = ("rest", "stream")
+
+
+@dataclass
+class Deployment:
+    """What a driver needs to reach a running mode, and what meta.json records about it."""
+
+    mode: str
+    url: str | None = None            # REST: base URL of nginx
+    bootstrap: str | None = None      # stream: Kafka bootstrap address
+    topics: dict[str, str] = field(default_factory=dict)
+    service_pids: list[int] = field(default_factory=list)   # roots of the service's process trees
+    settings: dict[str, Any] = field(default_factory=dict)  # every effective setting
+    versions: dict[str, Any] = field(default_factory=dict)
+    broker: dict[str, Any] = field(default_factory=dict)
+    processes: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_dict(obj: Any) -> dict:
+    if is_dataclass(obj):
+        return asdict(obj)
+    return dict(obj)
+
+
+@contextlib.contextmanager
+def deploy(mode: str, run_dir: Path, *, overrides: Mapping[str, Any] | None = None,
+           service_cpus=None, broker_cpus=None, bootstrap: str | None = None,
+           sup: Supervisor | None = None) -> Iterator[Deployment]:
+    """Start ``mode`` under ``run_dir`` and yield its :class:`Deployment`; stop it on exit.
+
+    ``bootstrap`` None means: start a fresh embedded broker (one per run: Tansu keeps every
+    message in memory). A given bootstrap (a real Kafka) is used as is.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    run_dir = Path(run_dir)
+    own = sup is None
+    sup = sup or Supervisor(run_dir / "logs")
+    try:
+        if mode == "rest":
+            yield _deploy_rest(sup, run_dir, overrides or {}, service_cpus)
+        else:
+            yield _deploy_stream(sup, run_dir, overrides or {}, service_cpus, broker_cpus, bootstrap)
+    finally:
+        if own:
+            sup.stop_all()
+
+
+def _deploy_rest(sup, run_dir, overrides, cpus) -> Deployment:
+    from services.rest.launch import start
+    from services.rest.settings import RestSettings
+
+    settings = RestSettings.from_dict(dict(overrides))
+    ep = start(sup, settings, run_dir, cpus=cpus)
+    return Deployment(
+        mode="rest", url=ep.url, service_pids=[ep.uwsgi_pid, ep.nginx_pid],
+        settings=_as_dict(ep.settings), versions=dict(ep.versions), processes=sup.describe(),
+    )
+
+
+def _deploy_stream(sup, run_dir, overrides, cpus, broker_cpus, bootstrap) -> Deployment:
+    from services.broker import describe_broker, start_tansu
+    from services.stream.launch import start
+    from services.stream.settings import StreamSettings
+
+    if bootstrap is None:
+        broker = start_tansu(sup, run_dir, port=0, cpus=broker_cpus)
+        bootstrap = broker.bootstrap
+        broker_info = {"name": broker.name, "version": broker.version, "pid": broker.pid,
+                       "bootstrap": bootstrap, "embedded": True,
+                       "cpus": list(broker_cpus) if broker_cpus else None}
+    else:
+        broker_info = {**_as_dict(describe_broker(bootstrap)), "embedded": False}
+    settings = StreamSettings.from_dict({**dict(overrides), "bootstrap": bootstrap})
+    ep = start(sup, settings, run_dir, bootstrap=bootstrap, cpus=cpus)
+    return Deployment(
+        mode="stream", bootstrap=bootstrap, topics=dict(ep.topics),
+        service_pids=list(ep.worker_pids), settings=_as_dict(ep.settings),
+        versions={**dict(ep.versions), "broker": broker_info}, broker=broker_info,
+        processes=sup.describe(),
+    )
