@@ -38,7 +38,7 @@ class CpuSampler:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["t_s", "group", "process", "pid", "cpu_percent"])
+            w.writerow(["t_s", "role", "process", "pid", "cpu_percent"])
             w.writerows((round(t - t0, 3), *rest) for t, *rest in self.rows)
         return self.out
 

@@ -1,0 +1,255 @@
+"""Charts of an analysed run: one function per chart, each returning a matplotlib Figure.
+
+Figures are built with the object API on an Agg canvas (no pyplot, no global backend state), so
+the same functions work in a headless CI job, in the report, and in the notebook. Both modes share
+axes wherever they are compared and always wear the same colours; every time chart shades the
+warm-up, marks faults with vertical lines, and carries a caption (scenario, machine, run id).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from . import metrics as mx
+from .rundir import MODES
+from .summary import RunAnalysis
+
+#: One colour per mode, everywhere (Okabe-Ito: readable by colour-blind readers).
+COLORS = {"rest": "#D55E00", "stream": "#0072B2"}
+LABELS = {"rest": "REST", "stream": "stream"}
+#: One colour per error kind, everywhere.
+KIND_COLORS = dict(zip(
+    ["timeout", "refused", "http_5xx", "http_4xx", "bad_response", "produce_error", "no_prediction",
+     "in_flight", "generator_saturated", "retries_exhausted"],
+    ["#E69F00", "#CC79A7", "#D55E00", "#F0E442", "#999999", "#56B4E9", "#009E73", "#000000",
+     "#882255", "#44AA99"]))
+WARMUP_COLOR = "#bbbbbb"
+DPI = 110
+TIME_LABEL = "time since the mode's start (s)"
+
+
+def _figure(ra: RunAnalysis, title: str, nrows: int = 1, ncols: int = 1, size=(10, 4.6), **kw):
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    missing = [LABELS[m] for m in MODES if m not in ra.modes]
+    fig.suptitle(title + (f"  [incomplete: {', '.join(missing)} missing]" if missing else
+                          ("" if ra.complete else "  [run incomplete]")), fontsize=12)
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    fig.text(0.01, 0.008, ra.run.caption, fontsize=7, color="#555555", ha="left", va="bottom")
+    return fig, axes
+
+
+def _decorate_time(ax, ra: RunAnalysis, faults_label: bool = True, only: str | None = None) -> None:
+    """Shade the warm-up, mark the window end and every fault (mode-coloured dashed lines);
+    ``only`` restricts the fault lines to one mode (for per-mode panels)."""
+    warmups = sorted({ma.data.window.warmup_s for ma in ra.modes.values()})
+    for i, w in enumerate(warmups):
+        if w > 0:
+            ax.axvspan(0, w, color=WARMUP_COLOR, alpha=0.25, lw=0, label="warm-up" if i == 0 else None)
+    ends = sorted({ma.data.window.end for ma in ra.modes.values()})
+    for e in ends:
+        ax.axvline(e, color="#777777", lw=0.8, ls=":", zorder=1)
+    seen = False
+    for name, ma in ra.modes.items():
+        if only is not None and name != only:
+            continue
+        for f in ma.data.faults:
+            ax.axvline(f.t_s, color=COLORS[name], lw=1.2, ls="--", zorder=3,
+                       label="fault" if faults_label and not seen else None)
+            ax.annotate(f"{f.kind}", (f.t_s, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                        rotation=90, va="top", ha="right", color=COLORS[name])
+            seen = True
+    ax.set_xlabel(TIME_LABEL)
+    ax.grid(True, alpha=0.3)
+
+
+def fig_throughput(ra: RunAnalysis) -> Figure:
+    fig, ax = _figure(ra, "Successful throughput over time")
+    ax = ax[0, 0]
+    for name, ma in ra.modes.items():
+        s1, s10 = ma.series.throughput_1s, ma.series.throughput_10s
+        ax.plot(s1["t_s"] + 0.5, s1["ok_per_s"], color=COLORS[name], lw=0.7, alpha=0.4,
+                label=f"{LABELS[name]} · per 1 s")
+        ax.step(s10["t_s"], s10["ok_per_s"], where="post", color=COLORS[name], lw=2.2,
+                label=f"{LABELS[name]} · per 10 s (mean {ma.metrics.successful_throughput:,.1f} req/s)")
+    _decorate_time(ax, ra)
+    ax.set_ylabel("ok requests / s")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def fig_latency(ra: RunAnalysis) -> Figure:
+    fig, ax = _figure(ra, "Latency over time (open loop, per 10 s, log scale)")
+    ax = ax[0, 0]
+    any_data = False
+    for name, ma in ra.modes.items():
+        s = ma.series.latency_10s
+        x = s["t_s"] + 5.0
+        for p, ls, lw in (("p99", "-", 2.0), ("p50", "--", 1.3)):
+            y = s[p].where(s[p] > 0)
+            if y.notna().any():
+                any_data = True
+                ax.plot(x, y, color=COLORS[name], ls=ls, lw=lw, marker="o", ms=2.5,
+                        label=f"{LABELS[name]} {p}")
+    if any_data:
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no successful request", transform=ax.transAxes, ha="center")
+    _decorate_time(ax, ra)
+    ax.set_ylabel("latency (ms): done − intended send")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def fig_errors(ra: RunAnalysis) -> Figure:
+    names = [n for n in MODES if n in ra.modes] or ["rest"]
+    fig, axes = _figure(ra, "Errors over time by kind (failed attempts / s, per 1 s)", nrows=len(names),
+                        sharex=True, sharey=True, size=(10, 2.6 * len(names) + 0.8))
+    for ax, name in zip(axes[:, 0], names):
+        ma = ra.modes.get(name)
+        ax.set_title(LABELS[name], loc="left", fontsize=10, color=COLORS[name])
+        kinds = [c for c in (ma.series.errors_1s.columns if ma else [])
+                 if c not in ("t_s", "in_window", "attempts", "errors", "error_fraction")]
+        if kinds:
+            s = ma.series.errors_1s
+            ax.stackplot(s["t_s"], *[s[k] for k in kinds], step="post", labels=kinds,
+                         colors=[KIND_COLORS.get(k, "#777777") for k in kinds], alpha=0.85)
+            ax.legend(fontsize=8, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no errors" if ma else "mode missing", transform=ax.transAxes,
+                    ha="center", va="center", color="#555555")
+        _decorate_time(ax, ra, faults_label=False, only=name)
+        ax.set_ylabel("errors / s")
+        ax.set_ylim(bottom=0)
+    return fig
+
+
+def fig_latency_cdf(ra: RunAnalysis) -> Figure:
+    fig, ax = _figure(ra, "Latency distribution of successful requests in the window (CDF)")
+    ax = ax[0, 0]
+    drawn = False
+    for name, ma in ra.modes.items():
+        req = mx.requests_of(mx.in_window(ma.data.table, ma.data.window))
+        for view, ls in (("open", "-"), ("service", ":")):
+            v = np.sort(mx.latencies_ms(req, view))
+            v = v[np.isfinite(v) & (v > 0)]
+            if v.size:
+                drawn = True
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=COLORS[name], ls=ls,
+                        lw=1.8 if view == "open" else 1.2,
+                        label=f"{LABELS[name]} · {'open loop' if view == 'open' else 'service'}")
+    if drawn:
+        ax.set_xscale("log")
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no successful request", transform=ax.transAxes, ha="center")
+    for q in (0.5, 0.99):
+        ax.axhline(q, color="#999999", lw=0.7, ls="--")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of ok requests ≤ x")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, alpha=0.3, which="both")
+    return fig
+
+
+def fig_in_flight(ra: RunAnalysis) -> Figure:
+    fig, ax = _figure(ra, "Requests in flight (sent, not yet answered; the stream's backlog)")
+    ax = ax[0, 0]
+    for name, ma in ra.modes.items():
+        s = ma.series.in_flight_1s
+        ax.plot(s["t_s"], s["in_flight"], color=COLORS[name], lw=1.5,
+                label=f"{LABELS[name]} (max {ma.metrics.in_flight_max:,d})")
+    _decorate_time(ax, ra)
+    ax.set_ylabel("attempts in flight")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def fig_cpu(ra: RunAnalysis) -> Figure | None:
+    """CPU % over time per mode and role (100 % = one core); None if no mode has a cpu.csv."""
+    if not any(len(ma.cpu) for ma in ra.modes.values()):
+        return None
+    fig, ax = _figure(ra, "CPU over time (100 % = one core busy)")
+    ax = ax[0, 0]
+    styles = {"service": ("-", 1.8), "broker": ("--", 1.2), "driver": (":", 1.2)}
+    for name, ma in ra.modes.items():
+        roles = sorted((c for c in ma.cpu.columns if c != "t_s"), key=lambda r: (r != "service", r))
+        for role in roles:
+            ls, lw = styles.get(role, ("-.", 1.0))
+            ax.plot(ma.cpu["t_s"], ma.cpu[role], color=COLORS[name], ls=ls, lw=lw,
+                    label=f"{LABELS[name]} · {role}")
+    _decorate_time(ax, ra)
+    ax.set_ylabel("CPU %")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    return fig
+
+
+#: (metric path, title, format) of the summary panel's bar charts.
+_PANEL = [
+    ("successful_throughput", "successful throughput (req/s)", "{:,.1f}"),
+    ("reviews_per_s", "reviews / s", "{:,.0f}"),
+    ("latency_ms.p99", "latency p99 (ms)", "{:,.1f}"),
+    ("error_rate", "error rate", "{:.1%}"),
+    ("throughput_cv", "throughput CV (1 s)", "{:.3f}"),
+    ("efficiency", "efficiency vs ceiling", "{:.1%}"),
+]
+
+
+def fig_summary(ra: RunAnalysis) -> Figure:
+    fig, axes = _figure(ra, "Headline metrics (measured window)", nrows=2, ncols=3, size=(11, 6))
+    names = [n for n in MODES if n in ra.modes]
+    for ax, (key, title, spec) in zip(axes.flat, _PANEL):
+        vals = [mx.headline(ra.modes[n].metrics)[key] for n in names]
+        heights = [v if v is not None else 0.0 for v in vals]
+        bars = ax.bar([LABELS[n] for n in names], heights, color=[COLORS[n] for n in names])
+        for b, v in zip(bars, vals):
+            ax.annotate("–" if v is None else spec.format(v), (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=9)
+        r = ra.ratios.get(key)
+        ax.set_title(title + (f"\nstream ÷ REST = {r:.2f}×" if r is not None else ""), fontsize=9)
+        ax.margins(y=0.2)
+        ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+#: name -> (builder, what it shows); the report and notebook iterate this, in order.
+CHARTS: dict[str, Callable[[RunAnalysis], Figure | None]] = {
+    "summary": fig_summary,
+    "throughput": fig_throughput,
+    "latency": fig_latency,
+    "errors": fig_errors,
+    "latency_cdf": fig_latency_cdf,
+    "in_flight": fig_in_flight,
+    "cpu": fig_cpu,
+}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def render_charts(ra: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
+    """Write every chart that has data as ``<out_dir>/<name>.png``; returns name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, build in CHARTS.items():
+        fig = build(ra)
+        if fig is None:
+            continue
+        path = out / f"{name}.png"
+        path.write_bytes(png_bytes(fig))
+        written[name] = path
+    return written

@@ -1,0 +1,267 @@
+"""From a loaded run to its analysis, summary.json (the public contract) and summary.md.
+
+``analyse`` runs every metric once; ``build_summary`` shapes the result exactly as
+docs/CONTRACTS.md says (plus extras); ``headline_table`` is the one table that the Markdown, the
+HTML report and the notebook all show, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import metrics as mx
+from .rundir import MODES, ModeData, Run
+
+
+@dataclass
+class ModeAnalysis:
+    data: ModeData
+    metrics: mx.ModeMetrics
+    series: mx.ModeSeries
+    cpu: pd.DataFrame              # t_s + one column per role (service/broker/driver), CPU %
+    cpu_mean: dict[str, float | None]
+
+
+@dataclass
+class RunAnalysis:
+    run: Run
+    modes: dict[str, ModeAnalysis]
+    ratios: dict[str, float | None]
+
+    @property
+    def complete(self) -> bool:
+        return self.run.complete
+
+
+def analyse_mode(data: ModeData) -> ModeAnalysis:
+    series = mx.mode_series(data.table, data.window)
+    m = mx.mode_metrics(data.table, data.window, mode=data.name, ceiling=data.ceiling,
+                        faults=data.faults, series=series)
+    cpu = mx.cpu_by_role(data.cpu, data.role_by_pid) if data.cpu is not None else \
+        pd.DataFrame({"t_s": pd.Series(dtype=float)})
+    return ModeAnalysis(data, m, series, cpu, mx.cpu_means(cpu, data.window))
+
+
+def analyse(run: Run) -> RunAnalysis:
+    modes = {name: analyse_mode(d) for name, d in run.modes.items()}
+    r, s = modes.get("rest"), modes.get("stream")
+    return RunAnalysis(run, modes, mx.ratios(r.metrics if r else None, s.metrics if s else None))
+
+
+# --------------------------------------------------------------------------------------------
+# summary.json
+
+
+def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
+    """The contract's M (sent ... efficiency) followed by extras."""
+    m = ma.metrics
+    lat = mx.jsonable(m.latency_ms)
+    lat.pop("n")
+    svc = mx.jsonable(m.service_latency_ms)
+    svc.pop("n")
+    out = {
+        "sent": m.counts.sent,
+        "ok": m.counts.ok,
+        "failed": m.counts.failed,
+        "successful_throughput": m.successful_throughput,
+        "reviews_per_s": m.reviews_per_s,
+        "latency_ms": lat,
+        "error_rate": m.error_rate,
+        "throughput_cv": m.throughput_cv,
+        "efficiency": m.efficiency,
+        # extras
+        "complete": ma.data.complete,
+        "window": {"warmup_s": m.window.warmup_s, "duration_s": m.window.duration_s},
+        "attempts": m.counts.attempts,
+        "failed_attempts": m.counts.failed_attempts,
+        "retry_amplification": m.retry_amplification,
+        "attempt_error_rate": m.attempt_error_rate,
+        "error_kinds": m.error_kinds,
+        "failed_by_kind": m.failed_by_kind,
+        "duplicates": m.counts.duplicates,
+        "reviews_ok": m.counts.reviews_ok,
+        "service_latency_ms": svc,
+        "throughput_spread_1s": mx.jsonable(m.spread_1s),
+        "throughput_spread_10s": mx.jsonable(m.spread_10s),
+        "in_flight": {"max": m.in_flight_max, "mean": m.in_flight_mean},
+        "ceiling_reviews_per_s": m.ceiling.reviews_per_s,
+        "efficiency_source": m.ceiling.source,
+        "service_cpu_mean": ma.cpu_mean.get("service"),
+        "cpu_mean_by_role": ma.cpu_mean,
+        "recoveries": mx.jsonable(list(m.recoveries)),
+        "notes": list(ma.data.notes),
+    }
+    return mx.jsonable(out)
+
+
+def build_summary(ra: RunAnalysis) -> dict[str, Any]:
+    """summary.json: {scenario, complete, modes: {rest: M|null, stream: M|null}, ratios, ...extras}."""
+    run = ra.run
+    return mx.jsonable({
+        "scenario": run.scenario_name,
+        "complete": run.complete,
+        "modes": {name: (mode_summary(ra.modes[name]) if name in ra.modes else None) for name in MODES},
+        "ratios": ra.ratios,
+        # extras
+        "run_id": run.run_id,
+        "created_utc": run.meta.get("created_utc"),
+        "git_commit": run.meta.get("git_commit"),
+        "machine": run.meta.get("machine"),
+        "missing_modes": list(run.missing),
+        "notes": list(run.notes),
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# Tables and Markdown
+
+#: (label, path inside M, format) of the rows every headline table shows, in order.
+HEADLINE_ROWS: list[tuple[str, str, str]] = [
+    ("successful throughput (req/s)", "successful_throughput", "{:,.1f}"),
+    ("reviews/s", "reviews_per_s", "{:,.1f}"),
+    ("requests sent", "sent", "{:,d}"),
+    ("ok", "ok", "{:,d}"),
+    ("failed", "failed", "{:,d}"),
+    ("error rate", "error_rate", "{:.2%}"),
+    ("attempts", "attempts", "{:,d}"),
+    ("retry amplification", "retry_amplification", "{:.3f}"),
+    ("latency p50 (ms)", "latency_ms.p50", "{:,.1f}"),
+    ("latency p90 (ms)", "latency_ms.p90", "{:,.1f}"),
+    ("latency p99 (ms)", "latency_ms.p99", "{:,.1f}"),
+    ("latency max (ms)", "latency_ms.max", "{:,.1f}"),
+    ("service p99 (ms)", "service_latency_ms.p99", "{:,.1f}"),
+    ("throughput CV (1 s)", "throughput_cv", "{:.3f}"),
+    ("throughput range (1 s, req/s)", "throughput_spread_1s.range", "{:,.1f}"),
+    ("max in flight", "in_flight.max", "{:,d}"),
+    ("efficiency (vs ceiling)", "efficiency", "{:.1%}"),
+    ("service CPU mean (%)", "service_cpu_mean", "{:,.0f}"),
+    ("duplicates", "duplicates", "{:,d}"),
+]
+
+#: Rows whose stream ÷ rest ratio is shown (matches metrics.headline names).
+_RATIO_KEYS = {"successful_throughput", "reviews_per_s", "latency_ms.p50", "latency_ms.p99",
+               "error_rate", "throughput_cv", "efficiency", "retry_amplification"}
+
+
+def dig(d: Any, path: str) -> Any:
+    """d['a']['b'] for path 'a.b'; a key that itself holds dots ('ratios' -> 'latency_ms.p99') is
+    matched whole first. None if any step is missing."""
+    if path == "":
+        return d
+    if not isinstance(d, dict):
+        return None
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        key = ".".join(parts[:i])
+        if key in d:
+            found = dig(d[key], ".".join(parts[i:]))
+            if found is not None or i == len(parts):
+                return found
+    return None
+
+
+def fmt(value: Any, spec: str = "{}") -> str:
+    if value is None:
+        return "–"
+    try:
+        if "d}" in spec:
+            value = int(value)
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def headline_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFrame:
+    """Metric rows × (rest, stream, stream ÷ rest) columns, from a summary dict."""
+    modes = summary.get("modes") or {}
+    rows = []
+    for label, path, spec in HEADLINE_ROWS:
+        row: dict[str, Any] = {"metric": label}
+        for name in MODES:
+            v = dig(modes.get(name), path)
+            row[name] = fmt(v, spec) if formatted else v
+        ratio = (summary.get("ratios") or {}).get(path) if path in _RATIO_KEYS else None
+        row["stream ÷ rest"] = (fmt(ratio, "{:.2f}×") if formatted else ratio) if path in _RATIO_KEYS else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def error_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Failed attempts by error kind (rows) per mode (columns)."""
+    modes = summary.get("modes") or {}
+    data = {name: (modes.get(name) or {}).get("error_kinds") or {} for name in MODES}
+    kinds = sorted({k for v in data.values() for k in v})
+    return pd.DataFrame({name: [data[name].get(k, 0) for k in kinds] for name in MODES},
+                        index=pd.Index(kinds, name="error kind (attempts)"))
+
+
+def latency_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Open-loop and service latency percentiles (ms) per mode."""
+    modes = summary.get("modes") or {}
+    cols = {}
+    for name in MODES:
+        m = modes.get(name) or {}
+        for view, key in (("open loop", "latency_ms"), ("service", "service_latency_ms")):
+            cols[f"{name} · {view}"] = {p: fmt(v, "{:,.2f}") for p, v in (m.get(key) or {}).items()}
+    return pd.DataFrame(cols).rename_axis("percentile (ms)")
+
+
+def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name in MODES:
+        for r in ((summary.get("modes") or {}).get(name) or {}).get("recoveries") or []:
+            rows.append({"mode": name, "fault at (s)": r["t_s"], "kind": r["kind"], "target": r["target"],
+                         "baseline (req/s)": fmt(r["baseline_per_s"], "{:,.1f}"),
+                         "recovery (s)": fmt(r["recovery_s"], "{:,.0f}") if r["recovery_s"] is not None
+                         else "never"})
+    return pd.DataFrame(rows)
+
+
+def status_line(summary: dict[str, Any]) -> str:
+    if summary.get("complete"):
+        return "complete"
+    missing = summary.get("missing_modes") or []
+    return "INCOMPLETE" + (f" (missing: {', '.join(missing)})" if missing else "")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """summary.md: a Markdown table for a CI log or a PR comment."""
+    t = headline_table(summary)
+    lines = [
+        f"### rest-vs-stream · {summary.get('scenario')} · {status_line(summary)}",
+        "",
+        f"run `{summary.get('run_id')}` · {fmt_machine(summary.get('machine'))}",
+        "",
+        "| metric | rest | stream | stream ÷ rest |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, row in t.iterrows():
+        lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+    notes = summary.get("notes") or []
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    lines += ["", "Latency is open loop (from the intended send time, retries included); "
+              "throughput counts ok requests due in the measured window ÷ its duration."]
+    return "\n".join(lines) + "\n"
+
+
+def fmt_machine(machine: Any) -> str:
+    m = machine or {}
+    return f"{m.get('cpu_model', 'unknown CPU')}, {m.get('cpus', '?')} cores, Python {m.get('python', '?')}"
+
+
+def write_summary(ra: RunAnalysis, out_dir: str | Path | None = None) -> tuple[Path, Path, dict]:
+    """Write summary.json and summary.md into the run folder (or ``out_dir``)."""
+    out = Path(out_dir or ra.run.path)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = build_summary(ra)
+    js = out / "summary.json"
+    js.write_text(json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    md = out / "summary.md"
+    md.write_text(summary_markdown(summary))
+    return js, md, summary
