@@ -81,13 +81,13 @@ capacity: setup
 	$(PY) -m loadgen capacity
 
 compose-check: system
-	docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+	docker-compose -f docker-compose.yml --profile bench --profile report config -q && echo "docker-compose.yml is valid"
 
 up:
-	docker compose up -d --wait
+	docker compose up -d --build --wait
 
 down:
-	docker compose down
+	docker compose --profile bench --profile report down --remove-orphans
 
 clean:
 	rm -rf .venv var build .pytest_cache
