@@ -1,0 +1,210 @@
+"""Every knob of the REST deployment (nginx -> uWSGI -> Flask), in one frozen dataclass.
+
+``RestSettings()`` holds the defaults; ``from_dict`` builds one from a scenario's ``rest:`` block
+(unknown keys are rejected, listing the valid ones); ``resolved(cpus)`` fills what depends on the
+machine (processes, the effective listen backlog) so that ``to_dict()`` of the result is exactly
+what ran and can go into meta.json.
+
+Why the defaults are what they are (measured on a 2-core machine, service pinned to core 0, load
+generator on core 1; see services/rest/bench.py and the README of this package):
+
+- ``uwsgi_socket="unix"``: a unix socket in the run dir instead of TCP on loopback. nginx opens one
+  new upstream connection per request (see ``upstream_keepalive``), so connection set-up is paid
+  every time; a unix socket makes it cheaper and turns a full backlog into an immediate 502
+  (EAGAIN) instead of SYN retransmits that stall for a second or more.
+- ``processes=None`` -> max(1, n_cpus - 1), the article's rule (n = pinned cpus, else
+  os.cpu_count()); ``threads=1``: the model is CPU-bound Python, threads only add GIL contention.
+- ``listen=1024``: the uWSGI accept backlog, set on purpose (uWSGI's own default is 100). A full
+  backlog is answered by nginx as 502; a deep one turns overload into queueing, bounded by
+  ``read_timeout_s`` (504). The kernel caps it at /proc/sys/net/core/somaxconn, and uWSGI refuses
+  to start above it, so ``resolved()`` records the cap and uses min(listen, somaxconn).
+- ``harakiri_s < read_timeout_s``: a worker is recycled before nginx gives up on it, so no worker
+  keeps computing an answer that nobody will read.
+- ``upstream_keepalive=0``: nginx's uwsgi module never marks an upstream connection reusable
+  (ngx_http_uwsgi_module.c sets no ``u->keepalive``, unlike proxy_pass with HTTP/1.1 or
+  fastcgi_keep_conn), and uWSGI closes after each response anyway; a ``keepalive N`` line in the
+  upstream block is accepted but keeps nothing open. It stays a knob so that this can be shown.
+- ``access_log=False`` / ``request_log=False``: one log line per request costs CPU on the very
+  cores being measured; 5xx are still logged by uWSGI (log-5xx).
+- ``lazy_apps=True``: each worker loads the model after fork (see README for the measurement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)\s*$")
+_SIZE_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class SettingsError(ValueError):
+    """A REST setting is unknown or out of range; the message says which and what is valid."""
+
+
+def parse_size(value: str | int) -> int:
+    """nginx-style size ('10m', '512k', '2000') -> bytes."""
+    if isinstance(value, bool):
+        raise SettingsError(f"size {value!r} is not a size like '10m', '512k' or 4096")
+    if isinstance(value, int):
+        if value < 0:
+            raise SettingsError(f"size {value!r} must be >= 0")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise SettingsError(f"size {value!r} is not a size like '10m', '512k' or 4096")
+    return int(m.group(1)) * _SIZE_MULT[m.group(2).lower()]
+
+
+def read_somaxconn(path: Path = SOMAXCONN_PATH) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RestSettings:
+    # -- addresses ---------------------------------------------------------------------------
+    host: str = "127.0.0.1"                 # nginx listens here (and uWSGI, when on TCP)
+    port: int = 0                           # nginx port; 0 = a free port chosen at start
+    uwsgi_socket: str = "unix"              # "unix" (a socket file in the run dir) or "tcp"
+    uwsgi_port: int = 0                     # uWSGI TCP port when uwsgi_socket="tcp"; 0 = free
+    # -- uWSGI -------------------------------------------------------------------------------
+    processes: int | None = None            # None = max(1, n_service_cpus - 1)
+    threads: int = 1
+    listen: int = 1024                      # accept backlog; capped by net.core.somaxconn
+    harakiri_s: int = 20                    # must be < read_timeout_s
+    lazy_apps: bool = True                  # load the model in each worker after fork
+    uwsgi_buffer_size: int = 32768          # max size of a request's header block (uwsgi packet)
+    request_log: bool = False               # uWSGI per-request log lines (5xx always logged)
+    blas_threads: int = 1                   # OMP/OPENBLAS/MKL threads per worker process
+    # -- nginx -------------------------------------------------------------------------------
+    worker_processes: int = 1
+    worker_connections: int = 4096
+    nginx_backlog: int = 511                # nginx's own listen backlog (its default)
+    read_timeout_s: int = 30                # uwsgi_read_timeout
+    connect_timeout_s: int = 5              # uwsgi_connect_timeout (nginx caps it at 75 s)
+    send_timeout_s: int = 30                # uwsgi_send_timeout
+    client_max_body_size: str = "10m"       # nginx answers 413 (as JSON) above it
+    client_body_buffer_size: str = "2m"     # bodies up to this stay in memory, not a temp file
+    upstream_keepalive: int = 0             # 'keepalive N' in the upstream block; see docstring
+    client_keepalive_timeout_s: int = 65
+    client_keepalive_requests: int = 100000
+    access_log: bool = False
+    # -- application -------------------------------------------------------------------------
+    max_batch: int = 2000                   # instances per POST; more -> 400
+    max_text_chars: int = 100_000           # characters per review; more -> 400
+    max_id_chars: int = 256
+    # -- filled by resolved() ----------------------------------------------------------------
+    somaxconn: int | None = None            # the kernel's cap, as read at resolve time
+    listen_effective: int | None = None     # min(listen, somaxconn)
+    cpus: tuple[int, ...] | None = field(default=None)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> RestSettings:
+        d = dict(d or {})
+        valid = cls.field_names()
+        unknown = sorted(k for k in d if k not in valid)
+        if unknown:
+            raise SettingsError(
+                f"unknown REST setting(s) {', '.join(map(repr, unknown))}; "
+                f"valid keys: {', '.join(valid)}")
+        if d.get("cpus") is not None:
+            d["cpus"] = tuple(int(c) for c in d["cpus"])
+        s = cls(**d)
+        s.validate()
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["cpus"] is not None:
+            d["cpus"] = list(d["cpus"])
+        return d
+
+    def replace(self, **changes: Any) -> RestSettings:
+        return RestSettings.from_dict({**self.to_dict(), **changes})
+
+    # -- defaults that depend on the machine ---------------------------------------------------
+    def resolved(self, cpus: Sequence[int] | None = None) -> RestSettings:
+        """Fill processes (article's rule), somaxconn and the effective backlog; keep the rest."""
+        cpus_t = tuple(int(c) for c in cpus) if cpus else self.cpus
+        n = len(cpus_t) if cpus_t else (os.cpu_count() or 1)
+        processes = self.processes if self.processes is not None else max(1, n - 1)
+        somaxconn = read_somaxconn()
+        eff = min(self.listen, somaxconn) if somaxconn else self.listen
+        s = dataclasses.replace(self, processes=processes, somaxconn=somaxconn,
+                                listen_effective=eff, cpus=cpus_t)
+        s.validate()
+        return s
+
+    # -- checks ------------------------------------------------------------------------------
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise SettingsError(f"REST setting {msg}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for name in ("port", "uwsgi_port", "threads", "listen", "harakiri_s", "uwsgi_buffer_size",
+                     "blas_threads", "worker_processes", "worker_connections", "nginx_backlog",
+                     "read_timeout_s", "connect_timeout_s", "send_timeout_s",
+                     "upstream_keepalive", "client_keepalive_timeout_s",
+                     "client_keepalive_requests", "max_batch", "max_text_chars", "max_id_chars"):
+            need(is_int(getattr(self, name)), f"{name}={getattr(self, name)!r} must be an integer")
+        for name in ("lazy_apps", "request_log", "access_log"):
+            need(isinstance(getattr(self, name), bool),
+                 f"{name}={getattr(self, name)!r} must be true or false")
+        need(isinstance(self.host, str) and bool(self.host.strip()),
+             f"host={self.host!r} must be an address such as '127.0.0.1'")
+        for name in ("port", "uwsgi_port"):
+            need(0 <= getattr(self, name) <= 65535, f"{name}={getattr(self, name)} not in 0..65535")
+        need(self.uwsgi_socket in ("unix", "tcp"),
+             f"uwsgi_socket={self.uwsgi_socket!r} must be 'unix' or 'tcp'")
+        need(self.processes is None or (is_int(self.processes) and self.processes >= 1),
+             f"processes={self.processes!r} must be >= 1 (or null = cpus - 1)")
+        need(self.threads >= 1, f"threads={self.threads} must be >= 1")
+        need(self.listen >= 1, f"listen={self.listen} must be >= 1")
+        need(self.harakiri_s >= 1, f"harakiri_s={self.harakiri_s} must be >= 1")
+        need(self.read_timeout_s >= 1 and self.send_timeout_s >= 1,
+             "read_timeout_s and send_timeout_s must be >= 1")
+        need(1 <= self.connect_timeout_s <= 75,
+             f"connect_timeout_s={self.connect_timeout_s} must be in 1..75 (nginx's limit)")
+        need(self.harakiri_s < self.read_timeout_s,
+             f"harakiri_s={self.harakiri_s} must be < read_timeout_s={self.read_timeout_s}, so "
+             f"no worker computes an answer nginx has stopped waiting for")
+        need(self.uwsgi_buffer_size >= 4096, f"uwsgi_buffer_size={self.uwsgi_buffer_size} < 4096")
+        need(self.uwsgi_buffer_size <= 65535,
+             f"uwsgi_buffer_size={self.uwsgi_buffer_size} > 65535 (uwsgi packet limit)")
+        need(self.blas_threads >= 1, f"blas_threads={self.blas_threads} must be >= 1")
+        need(self.worker_processes >= 1, f"worker_processes={self.worker_processes} must be >= 1")
+        need(self.worker_connections >= 16,
+             f"worker_connections={self.worker_connections} must be >= 16")
+        need(self.nginx_backlog >= 1, f"nginx_backlog={self.nginx_backlog} must be >= 1")
+        need(self.upstream_keepalive >= 0, "upstream_keepalive must be >= 0")
+        need(self.client_keepalive_timeout_s >= 0, "client_keepalive_timeout_s must be >= 0")
+        need(self.client_keepalive_requests >= 1, "client_keepalive_requests must be >= 1")
+        body = parse_size(self.client_max_body_size)
+        need(body >= 1024, f"client_max_body_size={self.client_max_body_size!r} must be >= 1k")
+        parse_size(self.client_body_buffer_size)
+        need(self.max_batch >= 1, f"max_batch={self.max_batch} must be >= 1")
+        need(self.max_text_chars >= 1, f"max_text_chars={self.max_text_chars} must be >= 1")
+        need(self.max_id_chars >= 1, f"max_id_chars={self.max_id_chars} must be >= 1")
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def max_body_bytes(self) -> int:
+        return parse_size(self.client_max_body_size)

@@ -1,0 +1,74 @@
+"""``python -m services.stream worker --settings FILE.json [--name worker-0] [--datadir DIR]``
+
+Runs ONE Faust worker process: loads the model once, builds the app and its agent, and runs
+Faust's Worker (SIGTERM/SIGINT stop it cleanly). services/stream/launch.py starts N of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ASSIGNMENT_FILE = "assignment.json"
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from services.stream.settings import StreamSettings
+
+    settings = StreamSettings.from_json_file(args.settings)
+    if args.bootstrap:
+        settings = settings.replace(bootstrap=args.bootstrap)
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    log = logging.getLogger("services.stream")
+
+    t0 = time.perf_counter()
+    from services.model import load_model  # the real model, loaded once per worker process
+
+    model = load_model()
+    info = getattr(model, "info", {}) or {}
+    log.info("model loaded in %.2fs: %s", time.perf_counter() - t0,
+             {k: info.get(k) for k in ("name", "test_accuracy", "train_sha256") if k in info})
+
+    from faust.worker import Worker
+
+    from services.stream.app import build_agent, build_app
+
+    datadir = Path(args.datadir) if args.datadir else Path.cwd() / f"faust-{args.name}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings, datadir=datadir, worker_name=args.name,
+                    assignment_file=datadir / ASSIGNMENT_FILE)
+    build_agent(app, model.predict_batch)
+    log.info("worker %s pid %d: %s -> %s (dlq %s), shape=%s take=%d/%.3fs produce=%s "
+             "fetch_max_wait_ms=%d cpus=%s", args.name, os.getpid(), settings.topic_requests,
+             settings.topic_predictions, settings.topic_dlq, settings.shape, settings.take_max,
+             settings.take_within_s, settings.produce, settings.fetch_max_wait_ms,
+             sorted(os.sched_getaffinity(0)))
+    worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False,
+                    override_logging=False, workdir=str(datadir.parent))
+    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; exits the process
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m services.stream", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="run one Faust worker")
+    w.add_argument("--settings", required=True, help="JSON file of StreamSettings (to_dict output)")
+    w.add_argument("--name", default="worker-0", help="worker name (logs, client id, datadir)")
+    w.add_argument("--datadir", default=None, help="Faust data dir (default ./faust-NAME)")
+    w.add_argument("--bootstrap", default=None, help="override settings.bootstrap")
+    args = p.parse_args(argv)
+    if args.cmd == "worker":
+        return _worker(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Every knob of the stream deployment, in one frozen dataclass.
+
+``StreamSettings.to_dict()`` is what goes into meta.json: every EFFECTIVE setting, including the
+consumer fetch wait that Faust itself hard-codes (see services/stream/fetchwait.py) and the
+Faust settings derived from ours (``faust_settings()``), so a run says exactly what ran.
+
+Defaults were chosen by measurement (``python -m services.stream.measure``; figures in
+services/stream/README.md). The ones that matter most:
+
+* ``fetch_max_wait_ms=10``: Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``; on Tansu an
+  empty fetch is held for the whole wait even when data arrives meanwhile, so at light load a
+  request waits ~0.4 s p50 for no reason. That is a broker artefact, not streaming; Apache Kafka
+  answers as soon as ``fetch_min_bytes`` are there, so a small wait costs nothing there either.
+* ``broker_session_timeout=6`` / ``broker_heartbeat_interval=1``: Tansu holds a group join for
+  about half the session timeout, so a worker is ready in ~3 s instead of ~30 s (Faust's 60 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SHAPES = ("event", "batch")
+PRODUCE_MODES = ("send", "send_soon", "direct")
+GUARANTEES = ("at_least_once", "exactly_once")
+COMPRESSIONS = (None, "gzip", "snappy", "lz4", "zstd")
+ACKS = (-1, 0, 1)
+
+#: Faust's own value for the consumer fetch wait (faust/transport/drivers/aiokafka.py).
+FAUST_FETCH_MAX_WAIT_MS = 1500
+
+
+def default_workers(n_service_cpus: int | None = None) -> int:
+    """The article's rule: one core left for the rest (broker, OS), at least one worker."""
+    n = n_service_cpus if n_service_cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, n - 1)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    # -- where ------------------------------------------------------------------------------------
+    bootstrap: str = "127.0.0.1:9092"      # any Kafka-protocol broker; launch.start overrides it
+    app_id: str = "rvs-stream"             # Faust app id == consumer group id
+    topic_requests: str = "requests"
+    topic_predictions: str = "predictions"
+    topic_dlq: str = "requests.dlq"
+    partitions: int = 4                    # of every topic we create; must be >= workers
+    # -- how many ---------------------------------------------------------------------------------
+    workers: int = 0                       # Faust worker processes; 0 = max(1, service cpus - 1)
+    agent_concurrency: int = 1             # agent instances per worker (Faust `concurrency=`)
+    # -- shape ------------------------------------------------------------------------------------
+    shape: str = "batch"                   # "event": one model call per event; "batch": take()
+    take_max: int = 256                    # batch shape: stream.take_events(take_max, within=...)
+    take_within_s: float = 0.01
+    produce: str = "direct"                # "send" (awaited Topic.send per answer),
+                                           # "send_soon" (Faust buffer), "direct" (producer.send)
+    # -- input limits (bad input goes to the DLQ) -------------------------------------------------
+    max_message_bytes: int = 1_048_576     # raw request value larger than this -> DLQ
+    max_text_chars: int = 100_000          # "text" longer than this -> DLQ (IMDB max ~14k)
+    # -- consumer ---------------------------------------------------------------------------------
+    fetch_max_wait_ms: int = 10            # overrides Faust's hard-coded 1500 (fetchwait.py)
+    fetch_min_bytes: int = 1
+    stream_buffer_maxsize: int = 16384     # Faust default 4096
+    broker_max_poll_records: int | None = 2000  # Faust default None (unbounded)
+    consumer_max_fetch_size: int = 1_048_576    # per partition and fetch (Faust default 1 MiB)
+    consumer_auto_offset_reset: str = "earliest"
+    broker_commit_interval_s: float = 2.8  # Faust default 2.8
+    broker_commit_every: int = 10_000      # Faust default 10_000
+    broker_session_timeout_s: float = 6.0  # Faust default 60; Tansu holds a join ~half of it
+    broker_heartbeat_interval_s: float = 1.0    # Faust default 3; must be < session / 3
+    broker_rebalance_timeout_s: float = 20.0    # Faust default 60
+    broker_request_timeout_s: float = 30.0      # Faust default 90; must be >= session timeout
+    # -- producer ---------------------------------------------------------------------------------
+    linger_ms: int = 0
+    acks: int = -1                         # -1 == "all" (Faust default)
+    compression: str | None = None
+    producer_max_batch_size: int = 16384   # bytes per partition batch (Faust default)
+    # -- semantics / process ----------------------------------------------------------------------
+    processing_guarantee: str = "at_least_once"
+    web_enabled: bool = False              # Faust's web server; bound to 127.0.0.1 when enabled
+    web_port: int = 0                      # 0 = a free port per worker
+    log_level: str = "INFO"
+    extra_faust: Mapping[str, Any] = field(default_factory=dict)  # any other faust.App setting
+
+    # -- validation -------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if isinstance(self.acks, str):
+            object.__setattr__(self, "acks", -1 if self.acks.lower() == "all" else int(self.acks))
+        if self.compression in ("", "none"):
+            object.__setattr__(self, "compression", None)
+        object.__setattr__(self, "extra_faust", dict(self.extra_faust or {}))
+        errs: list[str] = []
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                errs.append(msg)
+
+        need(isinstance(self.bootstrap, str) and bool(self.bootstrap), "bootstrap must be 'host:port'")
+        for n in ("app_id", "topic_requests", "topic_predictions", "topic_dlq"):
+            need(isinstance(getattr(self, n), str) and bool(getattr(self, n)), f"{n} must be a non-empty string")
+        need(len({self.topic_requests, self.topic_predictions, self.topic_dlq}) == 3,
+             "topic_requests, topic_predictions and topic_dlq must differ")
+        for n in ("partitions", "agent_concurrency", "take_max", "max_message_bytes",
+                  "max_text_chars", "stream_buffer_maxsize", "consumer_max_fetch_size",
+                  "broker_commit_every", "producer_max_batch_size"):
+            v = getattr(self, n)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{n} must be an int >= 1 (got {v!r})")
+        need(isinstance(self.workers, int) and self.workers >= 0, f"workers must be an int >= 0 (0 = auto), got {self.workers!r}")
+        if isinstance(self.workers, int) and isinstance(self.partitions, int) and self.workers:
+            need(self.partitions >= self.workers,
+                 f"partitions ({self.partitions}) must be >= workers ({self.workers}): "
+                 f"a worker without a partition idles")
+        need(self.shape in SHAPES, f"shape must be one of {SHAPES}, got {self.shape!r}")
+        need(self.produce in PRODUCE_MODES, f"produce must be one of {PRODUCE_MODES}, got {self.produce!r}")
+        need(isinstance(self.take_within_s, (int, float)) and self.take_within_s > 0,
+             "take_within_s must be > 0 (take() without `within` stalls)")
+        need(isinstance(self.fetch_max_wait_ms, int) and 0 <= self.fetch_max_wait_ms <= 60_000,
+             "fetch_max_wait_ms must be an int in [0, 60000]")
+        need(isinstance(self.fetch_min_bytes, int) and self.fetch_min_bytes >= 1, "fetch_min_bytes must be >= 1")
+        need(self.broker_max_poll_records is None
+             or (isinstance(self.broker_max_poll_records, int) and self.broker_max_poll_records >= 1),
+             "broker_max_poll_records must be None or an int >= 1")
+        need(self.consumer_auto_offset_reset in ("earliest", "latest"),
+             "consumer_auto_offset_reset must be 'earliest' or 'latest'")
+        for n in ("broker_commit_interval_s", "broker_session_timeout_s",
+                  "broker_heartbeat_interval_s", "broker_rebalance_timeout_s",
+                  "broker_request_timeout_s"):
+            v = getattr(self, n)
+            need(isinstance(v, (int, float)) and v > 0, f"{n} must be > 0")
+        if not errs:
+            need(self.broker_heartbeat_interval_s * 3 <= self.broker_session_timeout_s,
+                 "broker_heartbeat_interval_s must be <= broker_session_timeout_s / 3")
+            need(self.broker_session_timeout_s <= self.broker_request_timeout_s,
+                 "broker_session_timeout_s must be <= broker_request_timeout_s (Faust refuses otherwise)")
+        need(isinstance(self.linger_ms, int) and self.linger_ms >= 0, "linger_ms must be an int >= 0")
+        need(self.acks in ACKS, f"acks must be one of 'all', -1, 0, 1 (got {self.acks!r})")
+        need(self.compression in COMPRESSIONS, f"compression must be one of {COMPRESSIONS}")
+        need(self.processing_guarantee in GUARANTEES, f"processing_guarantee must be one of {GUARANTEES}")
+        need(isinstance(self.web_enabled, bool), "web_enabled must be a bool")
+        need(isinstance(self.web_port, int) and 0 <= self.web_port < 65536, "web_port must be in [0, 65535]")
+        need(isinstance(self.log_level, str) and self.log_level.upper() in
+             ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "log_level must be a logging level name")
+        bad_extra = sorted(set(self.extra_faust) & set(_FAUST_OWNED))
+        need(not bad_extra, f"extra_faust may not set {bad_extra}: use the StreamSettings field instead")
+        if errs:
+            raise ValueError("invalid stream settings: " + "; ".join(errs))
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> StreamSettings:
+        d = dict(d or {})
+        d.pop("effective", None)  # to_dict()'s derived section round-trips
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown stream setting(s) {unknown}; valid: {', '.join(cls.field_names())}")
+        return cls(**d)
+
+    @classmethod
+    def from_json_file(cls, path: Path | str) -> StreamSettings:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **changes: Any) -> StreamSettings:
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self, n_service_cpus: int | None = None) -> StreamSettings:
+        """Fill the automatic values (workers=0) for the cores the service runs on."""
+        if self.workers:
+            return self
+        return self.replace(workers=default_workers(n_service_cpus))
+
+    # -- output -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every effective setting (for meta.json), plus what Faust really gets under 'effective'."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["extra_faust"] = dict(self.extra_faust)
+        d["effective"] = {
+            "faust": {k: _jsonable(v) for k, v in self.faust_settings().items()},
+            "aiokafka_consumer": {
+                "fetch_max_wait_ms": self.fetch_max_wait_ms,
+                "fetch_max_wait_ms_faust_default": FAUST_FETCH_MAX_WAIT_MS,
+                "fetch_max_wait_overridden": self.fetch_max_wait_ms != FAUST_FETCH_MAX_WAIT_MS,
+                "fetch_min_bytes": self.fetch_min_bytes,
+                "max_poll_records": self.broker_max_poll_records,
+                "max_partition_fetch_bytes": self.consumer_max_fetch_size,
+                "enable_auto_commit": False,
+            },
+            "topics": self.topics(),
+        }
+        return d
+
+    def topics(self) -> dict[str, int]:
+        return {self.topic_requests: self.partitions, self.topic_predictions: self.partitions,
+                self.topic_dlq: self.partitions}
+
+    def faust_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``faust.App`` (except id/broker/datadir, set by the app)."""
+        s: dict[str, Any] = {
+            "stream_buffer_maxsize": self.stream_buffer_maxsize,
+            "broker_max_poll_records": self.broker_max_poll_records,
+            "consumer_max_fetch_size": self.consumer_max_fetch_size,
+            "consumer_auto_offset_reset": self.consumer_auto_offset_reset,
+            "broker_commit_interval": float(self.broker_commit_interval_s),
+            "broker_commit_every": self.broker_commit_every,
+            "broker_session_timeout": float(self.broker_session_timeout_s),
+            "broker_heartbeat_interval": float(self.broker_heartbeat_interval_s),
+            "broker_rebalance_timeout": float(self.broker_rebalance_timeout_s),
+            "broker_request_timeout": float(self.broker_request_timeout_s),
+            "producer_linger": self.linger_ms / 1000.0,
+            "producer_acks": self.acks,
+            "producer_compression_type": self.compression,
+            "producer_max_batch_size": self.producer_max_batch_size,
+            "processing_guarantee": self.processing_guarantee,
+            "web_enabled": self.web_enabled,
+            "web_bind": "127.0.0.1",
+            "web_host": "127.0.0.1",
+            "topic_allow_declare": False,   # every topic is pre-created by launch.start
+            "topic_disable_leader": True,   # no <app>-__assignor-__leader topic
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        s.update(self.extra_faust)
+        return s
+
+
+#: Faust settings derived from StreamSettings fields (extra_faust may not shadow them).
+_FAUST_OWNED = ("stream_buffer_maxsize", "broker_max_poll_records", "consumer_max_fetch_size",
+                "consumer_auto_offset_reset", "broker_commit_interval", "broker_commit_every",
+                "broker_session_timeout", "broker_heartbeat_interval", "broker_rebalance_timeout",
+                "broker_request_timeout", "producer_linger", "producer_linger_ms", "producer_acks",
+                "producer_compression_type", "producer_max_batch_size", "processing_guarantee",
+                "web_enabled", "web_bind", "web_host", "web_port", "broker", "id", "datadir",
+                "key_serializer", "value_serializer")
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)

