@@ -29,7 +29,7 @@ class Progress:
     def follow_driver(self, mode: str, proc, *, total_s: float, limit_s: float) -> dict | None:
         """Tail the driver's JSON lines until it exits; stop it (SIGTERM) past ``limit_s``.
 
-        Returns the driver's final line (a dict with ``"final": true``) or None.
+        Returns the driver's final line (``{"event": "final", ...}``) or None.
         """
         final = None
         pos = 0
@@ -49,8 +49,10 @@ class Progress:
                     rec = _parse(line)
                     if rec is None:
                         continue
-                    if rec.get("final"):
+                    if rec.get("event") == "final":
                         final = rec
+                        continue
+                    if "event" in rec:  # the start line: nothing to show yet
                         continue
                     last = rec
                     t = float(rec.get("t", 0.0))

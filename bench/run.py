@@ -206,15 +206,27 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         try:
             final = progress.follow_driver(mode, drv, total_s=total, limit_s=total + 90)
         finally:
-            sampler.stop((final or {}).get("t0_epoch"))
-        if final is None:
-            raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line",
-                              drv.log_path)
-        info["t0_epoch"] = final.get("t0_epoch")
-        info["driver"] = final
-        info["end_epoch"] = time.time()
-        info["complete"] = bool(final.get("complete", True))
+            sampler.stop(_t0_of(mode_dir))
+        driver_json = mode_dir / "driver.json"
+        if final is None or not driver_json.exists():
+            raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line "
+                              "and driver.json", drv.log_path)
+        # driver.json is the driver's own record (t0, settings, checks); the final line is
+        # only what the console showed.
+        driver = json.loads(driver_json.read_text())
+        info["t0_epoch"] = driver.get("t0_epoch")
+        info["driver"] = driver
+        info["end_epoch"] = driver.get("end_epoch", time.time())
+        info["complete"] = bool(driver.get("complete", False))
     return info
+
+
+def _t0_of(mode_dir: Path) -> float | None:
+    """The driver's t0 (epoch s), so CPU samples share the request table's time axis."""
+    try:
+        return json.loads((mode_dir / "driver.json").read_text()).get("t0_epoch")
+    except (OSError, ValueError):
+        return None
 
 
 def _report(run_dir: Path, progress: Progress) -> None:
