@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    except LaunchError as e:
+    except (LaunchError, ValueError) as e:  # ValueError: a bad setting (its message lists the keys)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("stopped.", flush=True)

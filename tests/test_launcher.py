@@ -1,0 +1,130 @@
+"""The local launcher: both deployments through the one code path the bench uses.
+
+Proves the twin-deployment promise (the same 200 IMDB test reviews give identical labels and
+scores through nginx → uWSGI → Flask and through Kafka → Faust → Kafka) and that an exception in
+the middle of a run leaves no broker, nginx, uWSGI or Faust process behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = Path(os.environ.get("RVS_MODEL_DIR") or REPO / "var" / "model")
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(not (MODEL_DIR / "model.json").exists(),
+                       reason=f"no trained model in {MODEL_DIR} (run `make model` first)"),
+]
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _tree(pids: list[int]) -> set[int]:
+    """Every live process under the given roots (uWSGI workers, Faust's children, ...)."""
+    out: set[int] = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            out |= {root.pid, *(c.pid for c in root.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        if not alive:
+            return set()
+        time.sleep(0.1)
+    return alive
+
+
+def test_same_reviews_same_answers_both_ways_and_no_orphans_after_an_exception(tmp_path):
+    from services.launcher import deploy
+    from services.model import sample_reviews
+    from services.procs import Supervisor
+    from services.stream.client import StreamClient
+
+    texts = list(sample_reviews(200, seed=3)[0])
+    ids = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(len(texts))]
+    cpus = sorted(os.sched_getaffinity(0))
+    svc, brk = ([cpus[0]], [cpus[-1]]) if len(cpus) > 1 else (None, None)
+    started: set[int] = set()
+    with pytest.raises(Boom):
+        with Supervisor(tmp_path / "logs") as sup, \
+                deploy("rest", tmp_path / "rest", sup=sup, service_cpus=svc) as rest, \
+                deploy("stream", tmp_path / "stream", sup=sup, service_cpus=svc,
+                       broker_cpus=brk) as stream:
+            started = _tree([p.pid for p in sup.procs])
+            names = {p.name for p in sup.procs}
+            assert {"rest-nginx", "rest-uwsgi", "tansu", "stream-worker-0"} <= names, names
+            # REST: one batch request
+            host, port = rest.url.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            body = orjson.dumps({"instances": [{"id": i, "text": t} for i, t in zip(ids, texts)]})
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 200
+            via_rest = {p["id"]: (p["label"], p["score"]) for p in orjson.loads(r.read())["predictions"]}
+            conn.close()
+            # stream: the same reviews as single events
+            with StreamClient(stream.bootstrap, requests=stream.topics["requests"],
+                              predictions=stream.topics["predictions"],
+                              dlq=stream.topics["dlq"]) as c:
+                c.send_many(zip(ids, texts))
+                c.flush()
+                missing = c.wait_for(ids, timeout=60)
+                assert not missing, f"{len(missing)} of 200 unanswered by the stream"
+                via_stream = {i: (c.predictions[i]["label"], c.predictions[i]["score"]) for i in ids}
+            assert len(via_rest) == 200
+            assert via_rest == via_stream  # identical labels AND scores (bit for bit)
+            assert {lab for lab, _ in via_rest.values()} == {0, 1}
+            raise Boom("an exception in the middle of a run")
+    assert started
+    left = _gone(started)
+    assert not left, f"processes outlived the launcher: {[psutil.Process(p).cmdline() for p in left]}"
+
+
+def test_cli_up_all_stops_by_itself_and_leaves_nothing(tmp_path):
+    """`python -m services up all --seconds N` starts both modes, says where, and cleans up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services", "up", "all", "--run-dir", str(tmp_path), "--seconds", "1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen |= _tree([proc.pid]) - {proc.pid}
+        time.sleep(0.2)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "rest: up at http://127.0.0.1:" in out and "stream: up at bootstrap 127.0.0.1:" in out
+    assert "stopped." in out
+    assert seen, "no child process was ever seen"
+    assert not _gone(seen)
+
+
+def test_cli_bad_setting_is_one_clear_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "services", "up", "rest", "--run-dir", str(tmp_path),
+         "--seconds", "0", "--set", "rest.no_such_knob=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "no_such_knob" in proc.stderr and "valid keys" in proc.stderr
+    assert "Traceback" not in proc.stderr
