@@ -498,3 +498,17 @@ def test_missing_nginx_is_one_clear_line(monkeypatch, tmp_path):
     with Supervisor(tmp_path / "logs") as sup, pytest.raises(LaunchError) as e:
         launch.start(sup, RestSettings(), tmp_path / "run", cpus=[0])
     assert "apt-get install nginx-light" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_deep_run_dir_gets_a_short_unix_socket(tmp_path):
+    from services.rest.config import UNIX_SOCKET_MAX, render, unix_socket_path
+
+    shallow = tmp_path / "r"
+    assert unix_socket_path(shallow) == shallow / "uwsgi.sock"
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    sock = unix_socket_path(deep)
+    assert len(str(sock)) <= UNIX_SOCKET_MAX and sock != deep / "uwsgi.sock"
+    assert unix_socket_path(deep) == sock  # stable for a run dir
+    assert unix_socket_path(tmp_path / "other" / ("e" * 110)) != sock
+    r = render(RestSettings(), deep, cpus=[0])
+    assert r.uwsgi_bind == str(sock)

@@ -13,9 +13,11 @@ prints the paths it wrote (the compose deployment reuses the same renderer).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pwd
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,9 @@ from services.procs import free_port
 from services.rest.settings import RestSettings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-UNIX_SOCKET_MAX = 107  # sun_path is 108 bytes including the NUL
+#: sun_path is 108 bytes including the NUL, but uWSGI 2.0.30 already rejects a 107-byte path with
+#: "invalid socket name"; stay well below both.
+UNIX_SOCKET_MAX = 100
 
 #: What nginx passes to uWSGI (the content of nginx's stock uwsgi_params, written inline).
 UWSGI_PARAMS = (
@@ -227,6 +231,20 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+def unix_socket_path(run_dir: Path) -> Path:
+    """The uWSGI socket: in the run dir, or (deep run dirs, e.g. under pytest's tmp) a short
+    per-run-dir name in the temp dir. uWSGI's ``vacuum`` removes it when the master exits."""
+    sock = run_dir / "uwsgi.sock"
+    if len(str(sock)) <= UNIX_SOCKET_MAX:
+        return sock
+    digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:16]
+    sock = Path(tempfile.gettempdir()) / f"rvs-uwsgi-{digest}.sock"
+    if len(str(sock)) > UNIX_SOCKET_MAX:
+        raise SettingsError(f"unix socket path {sock} is longer than {UNIX_SOCKET_MAX} bytes; "
+                            f"set TMPDIR to a shorter folder or use uwsgi_socket='tcp'")
+    return sock
+
+
 def render(settings: RestSettings, run_dir: Path | str, *, cpus: list[int] | None = None,
            repo_root: Path = REPO_ROOT) -> Rendered:
     """Resolve ``settings`` (machine defaults, free ports for port 0) and write both configs,
@@ -237,11 +255,7 @@ def render(settings: RestSettings, run_dir: Path | str, *, cpus: list[int] | Non
         else settings.resolved(cpus)
     port = s.port or free_port(s.host)
     if s.uwsgi_socket == "unix":
-        sock = run_dir / "uwsgi.sock"
-        if len(str(sock)) > UNIX_SOCKET_MAX:
-            raise SettingsError(
-                f"unix socket path {sock} is longer than {UNIX_SOCKET_MAX} bytes; use a shorter "
-                f"run dir or uwsgi_socket='tcp'")
+        sock = unix_socket_path(run_dir)
         bind, upstream = str(sock), f"unix:{sock}"
         uport = s.uwsgi_port
     else:

@@ -1,0 +1,96 @@
+"""`make bench` end to end: the smoke scenario through the real stack, and a failing phase.
+
+The smoke run is what `make bench SCENARIO=smoke` runs (same CLI, same code path), with its results
+in a temporary folder. A failing phase must stop everything, keep the partial run marked
+incomplete and say which phase failed and where its log is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = Path(os.environ.get("RVS_MODEL_DIR") or REPO / "var" / "model")
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(not (MODEL_DIR / "model.json").exists(),
+                       reason=f"no trained model in {MODEL_DIR} (run `make model` first)"),
+]
+
+
+def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "run", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _descendants_now() -> set[int]:
+    me = psutil.Process()
+    return {c.pid for c in me.children(recursive=True)}
+
+
+def test_smoke_runs_both_modes_end_to_end(tmp_path):
+    t0 = time.monotonic()
+    proc = _bench("smoke", "--results", str(tmp_path))
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.endswith("-smoke")]
+    assert len(runs) == 1
+    run = runs[0]
+    assert (tmp_path / "latest").resolve() == run.resolve()
+    for f in ("meta.json", "summary.json", "summary.md", "report.html", "rest/requests.parquet",
+              "stream/requests.parquet", "rest/cpu.csv", "stream/cpu.csv"):
+        assert (run / f).is_file(), f"missing {f}"
+    summary = json.loads((run / "summary.json").read_text())
+    meta = json.loads((run / "meta.json").read_text())
+    assert summary["scenario"] == "smoke" and summary["complete"] is True
+    assert set(summary["modes"]) == {"rest", "stream"}
+    for mode, m in summary["modes"].items():
+        assert m["sent"] > 0 and m["ok"] > 0, mode
+        assert m["sent"] == m["ok"] + m["failed"], mode
+        for key in ("successful_throughput", "reviews_per_s", "error_rate", "throughput_cv",
+                    "efficiency"):
+            assert isinstance(m[key], (int, float)), (mode, key)
+        assert set(m["latency_ms"]) >= {"p50", "p90", "p99", "max"}
+    assert set(summary["ratios"]) >= {"successful_throughput", "reviews_per_s", "latency_ms.p99"}
+    # the run records where things ran and the ceiling it was measured against
+    assert meta["complete"] is True and meta["ceiling"]["batched_reviews_per_s"] > 0
+    for mode in ("rest", "stream"):
+        mm = meta["modes"][mode]
+        assert mm["complete"] and mm["t0_epoch"] > 0 and mm["settings"]
+        assert mm["service_cpus"] and mm["driver_cpus"]
+        if len(os.sched_getaffinity(0)) > 1:
+            assert not set(mm["service_cpus"]) & set(mm["driver_cpus"])
+    assert meta["modes"]["stream"]["settings"]["fetch_max_wait_ms"] < 1500
+    # the console ends with the table and the report's path
+    assert "report:" in proc.stdout and "stream ÷ rest" in proc.stdout
+    assert wall < 120, f"smoke took {wall:.0f}s; the scenario promises well under a minute each"
+
+
+def test_a_failing_phase_keeps_the_partial_run_and_names_the_phase(tmp_path):
+    scenario = tmp_path / "broken.yaml"
+    scenario.write_text(
+        "name: broken\nmodes: [rest]\n"
+        "arrival: {open: {rate: {shape: constant, ops_per_s: 5}}}\n"
+        "timing: {warmup_s: 0, duration_s: 2, drain_s: 1}\n"
+        "service: {rest: {no_such_knob: 1}}\n")
+    before = _descendants_now()
+    proc = _bench(str(scenario), "--results", str(tmp_path / "results"), "--no-ceiling",
+                  timeout=120)
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "no_such_knob" in out and "partial run kept" in out
+    run = next((tmp_path / "results").glob("*-broken"))
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["complete"] is False
+    assert meta["failed_phase"].startswith("rest")
+    assert "no_such_knob" in meta["error"]
+    assert _descendants_now() <= before
