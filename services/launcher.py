@@ -100,3 +100,51 @@ def _deploy_stream(sup, run_dir, overrides, cpus, broker_cpus, bootstrap) -> Dep
         versions={**dict(ep.versions), "broker": broker_info}, broker=broker_info,
         processes=sup.describe(),
     )
+
+
+@contextlib.contextmanager
+def attach(mode: str, *, url: str | None = None, bootstrap: str | None = None,
+           topics: Mapping[str, str] | None = None) -> Iterator[Deployment]:
+    """A deployment someone else runs (``docker compose up``, a real cluster): nothing is
+    started or stopped here; the run records what it was pointed at and what the broker says.
+
+    The same drivers then run against it, so a compose run and a local run differ only in where
+    the services are, never in how they are driven or measured.
+    """
+    if mode == "rest":
+        if not url:
+            raise ValueError("attach rest: a base URL is needed (e.g. http://127.0.0.1:8080)")
+        _check_health(url)
+        yield Deployment(mode="rest", url=url.rstrip("/"),
+                         settings={"external": True, "url": url.rstrip("/")})
+        return
+    if mode != "stream":
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not bootstrap:
+        raise ValueError("attach stream: a Kafka bootstrap address is needed (HOST:PORT)")
+    from services.broker import describe_broker
+
+    names = {"requests": "requests", "predictions": "predictions", "dlq": "requests.dlq",
+             **dict(topics or {})}
+    info = {**_as_dict(describe_broker(bootstrap)), "embedded": False}
+    yield Deployment(mode="stream", bootstrap=bootstrap, topics=names,
+                     settings={"external": True, "bootstrap": bootstrap, "topics": names},
+                     versions={"broker": info}, broker=info)
+
+
+def _check_health(url: str, timeout_s: float = 5.0) -> None:
+    """One clear line when the REST deployment is not there, instead of a run of refusals."""
+    import urllib.error
+    import urllib.request
+
+    from services.procs import LaunchError
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/healthz", timeout=timeout_s) as r:
+            if r.status == 200:
+                return
+            problem = f"answered {r.status}"
+    except (urllib.error.URLError, OSError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise LaunchError(f"rest: {url}/healthz is not healthy ({problem}); is `docker compose up` "
+                      f"running (make up)?")

@@ -128,3 +128,19 @@ def test_cli_bad_setting_is_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "no_such_knob" in proc.stderr and "valid keys" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_attach_to_an_absent_rest_deployment_is_one_clear_line():
+    import socket
+
+    from services.launcher import attach
+    from services.procs import LaunchError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LaunchError) as e, attach("rest", url=f"http://127.0.0.1:{port}"):
+        pass
+    assert "healthz" in str(e.value) and "make up" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError), attach("stream"):
+        pass
