@@ -14,6 +14,7 @@ RUN      ?= results/latest
 BASE     ?= results/baseline/summary.json
 HEAD     ?= results/latest
 PYTEST_ARGS ?=
+CEILING_ARGS ?=
 
 .PHONY: help setup system venv model test test-fast bench bench-full report compare ceiling \
         capacity up down compose-check clean
@@ -75,7 +76,7 @@ compare: venv
 	$(PY) -m analysis compare $(BASE) $(HEAD)
 
 ceiling: setup model
-	$(PY) -m bench ceiling
+	$(PY) -m bench ceiling $(CEILING_ARGS)
 
 capacity: setup
 	$(PY) -m loadgen capacity

@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", default=None, help="results root (default: results/)")
     r.add_argument("--no-report", action="store_true")
     r.add_argument("--no-ceiling", action="store_true", help="skip the in-run ceiling measure")
-    sub.add_parser("ceiling", help="each variant's saturated throughput vs the model ceiling")
+    c = sub.add_parser("ceiling", help="each variant's saturated throughput vs the model ceiling "
+                                       "(options: python -m bench ceiling -- -h)")
+    c.add_argument("options", nargs=argparse.REMAINDER,
+                   help="passed to python -m bench.ceiling (e.g. --variants rest/batch1)")
     args = p.parse_args(argv)
 
     if args.cmd == "ceiling":
         from bench.ceiling import main as ceiling_main
-        return ceiling_main()
+        return ceiling_main([o for o in args.options if o != "--"])
 
     names = list(args.scenarios)
     if args.default:
