@@ -60,14 +60,30 @@ def _decorate_time(ax, ra: RunAnalysis, faults_label: bool = True, only: str | N
     for name, ma in ra.modes.items():
         if only is not None and name != only:
             continue
+        recs = {r.t_s: r for r in ma.metrics.recoveries}
         for f in ma.data.faults:
-            ax.axvline(f.t_s, color=COLORS[name], lw=1.2, ls="--", zorder=3,
+            ax.axvline(f.t_s, color=COLORS[name], lw=1.4, ls="--", zorder=3,
                        label="fault" if faults_label and not seen else None)
-            ax.annotate(f"{f.kind}", (f.t_s, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                        rotation=90, va="top", ha="right", color=COLORS[name])
+            if f.ended_t_s is not None and f.ended_t_s > f.t_s:   # down / paused / restarting
+                ax.axvspan(f.t_s, f.ended_t_s, color=COLORS[name], alpha=0.10, lw=0, zorder=0)
+            ax.annotate(fault_label(name, f, recs.get(f.t_s)), (f.t_s, 0.98),
+                        xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="top",
+                        ha="right" if name == "rest" else "left", color=COLORS[name],
+                        xytext=(-2 if name == "rest" else 2, 0), textcoords="offset points",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                              "alpha": 0.7})
             seen = True
     ax.set_xlabel(TIME_LABEL)
     ax.grid(True, alpha=0.3)
+
+
+def fault_label(mode: str, f: mx.Fault, rec: mx.Recovery | None) -> str:
+    """'REST kill_worker · back in 3 s' (the marker's text on every time chart)."""
+    text = f"{LABELS[mode]} {f.kind}"
+    if rec is not None:
+        text += (f" · back in {rec.recovery_s:.0f} s" if rec.recovery_s is not None
+                 else " · not back" if rec.baseline_per_s else "")
+    return text
 
 
 def fig_throughput(ra: RunAnalysis) -> Figure:

@@ -124,9 +124,47 @@ class Ceiling:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """An injected fault as meta.json records it (bench/faults.py)."""
+
+    t_s: float                        # when the signal was sent
+    kind: str                         # kill_worker | pause | restart
+    target: str | None = None
+    pid: int | None = None
+    duration_s: float | None = None   # as the scenario asked
+    ended_t_s: float | None = None    # when the fault was over (worker back, SIGCONT); None = never
+
+
+@dataclass(frozen=True, slots=True)
+class FaultImpact:
+    """What happened to the requests around one fault.
+
+    The span runs from the fault to the end of the recovery run (``recovered_at_s`` +
+    ``RECOVERY_RUN`` s, and not before ``ended_t_s``), or to the end of the data if throughput
+    never recovered, and stops at the next fault. A request is *around the fault* iff it was due
+    before the span ends and its fate was settled at or after the fault (in flight when it struck,
+    or sent during the disruption). Counted over the whole timeline (warm-up and drain too), so
+    a fault outside the measured window is still accounted for.
+
+    Duplicates are the exception: a consumer that crashes or is stopped re-delivers what it had
+    answered but not yet committed, i.e. requests *answered before* the fault. So ``duplicated``
+    counts the requests due after the previous fault (or from the start) and before the span ends
+    that were answered more than once. (Without a fault nothing is re-delivered.)
+    """
+
     t_s: float
     kind: str
-    target: str | None = None
+    target: str | None
+    span_start_s: float
+    span_end_s: float | None          # None = to the end of the data
+    requests: int                     # requests around the fault
+    ok: int
+    lost: int                         # failed for good (never an ok answer), retries included
+    lost_by_kind: dict[str, int]      # lost requests by their last attempt's error_kind
+    retried: int                      # requests that needed more than one attempt
+    extra_attempts: int               # attempts beyond the first, summed
+    duplicated: int                   # requests answered more than once (stream at-least-once)
+    duplicates: int                   # extra answers, summed
+    dup_from_s: float | None = None   # duplicates counted from here (previous fault; None = start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +202,7 @@ class ModeMetrics:
     ceiling: Ceiling
     efficiency: float | None              # reviews_per_s / ceiling
     recoveries: tuple[Recovery, ...] = field(default_factory=tuple)
+    fault_impacts: tuple[FaultImpact, ...] = field(default_factory=tuple)
 
     @property
     def throughput_cv(self) -> float | None:
@@ -498,12 +537,70 @@ def efficiency(reviews_per_s: float, ceiling: Ceiling) -> float | None:
 
 
 def faults_from_meta(items: Iterable[Mapping[str, Any]] | None) -> tuple[Fault, ...]:
+    """meta.modes.<mode>.faults -> Faults sorted by time; entries without a time are skipped."""
     out = []
     for f in items or ():
         t = _none(f.get("t_s"))
         if t is not None:
-            out.append(Fault(t, str(f.get("kind", "fault")), f.get("target")))
+            pid = f.get("pid")
+            out.append(Fault(t, str(f.get("kind", "fault")), f.get("target"),
+                             int(pid) if isinstance(pid, (int, float)) else None,
+                             _none(f.get("duration_s")), _none(f.get("ended_t_s"))))
     return tuple(sorted(out, key=lambda f: f.t_s))
+
+
+def fault_span(fault: Fault, rec: Recovery | None, next_t_s: float | None = None
+               ) -> tuple[float, float | None]:
+    """[start, end) of the requests attributed to ``fault`` (see :class:`FaultImpact`)."""
+    end: float | None = None
+    if rec is not None and rec.recovered_at_s is not None:
+        end = rec.recovered_at_s + RECOVERY_RUN
+        if fault.ended_t_s is not None:
+            end = max(end, fault.ended_t_s)
+    if next_t_s is not None:
+        end = next_t_s if end is None else min(end, next_t_s)
+    return fault.t_s, end
+
+
+def fault_impact(req: pd.DataFrame, fault: Fault, rec: Recovery | None = None,
+                 next_t_s: float | None = None, prev_t_s: float | None = None) -> FaultImpact:
+    """Requests lost, retried and duplicated around ``fault``; ``req`` = ``requests_of`` the
+    mode's whole table (every attempt, not only the window's); ``prev_t_s``/``next_t_s`` = the
+    times of the faults before and after it, if any."""
+    start, end = fault_span(fault, rec, next_t_s)
+    if len(req):
+        due = req["request_intended_s"].astype(float).to_numpy()
+        done = req["done_s"].astype(float).to_numpy()
+        before_end = due < end if end is not None else np.ones(len(req), dtype=bool)
+        r = req[(~np.isfinite(done) | (done >= start - _EPS)) & before_end]
+        d = req[before_end & (due >= prev_t_s if prev_t_s is not None else True)]
+    else:
+        r = d = req
+    ok = r["ok"].astype(bool).to_numpy() if len(r) else np.zeros(0, dtype=bool)
+    attempts = r["attempts"].astype(int).to_numpy() if len(r) else np.zeros(0, dtype=int)
+    dups = d["duplicates"].astype(int).to_numpy() if len(d) else np.zeros(0, dtype=int)
+    lost_kinds = r.loc[~ok, "error_kind"].astype(object).fillna("unknown").value_counts() \
+        if len(r) else pd.Series(dtype=int)
+    return FaultImpact(
+        t_s=fault.t_s, kind=fault.kind, target=fault.target, span_start_s=start, span_end_s=end,
+        requests=int(len(r)), ok=int(ok.sum()), lost=int((~ok).sum()),
+        lost_by_kind={str(k): int(v) for k, v in sorted(lost_kinds.items())},
+        retried=int((attempts > 1).sum()), extra_attempts=int(np.maximum(attempts - 1, 0).sum()),
+        duplicated=int((dups > 0).sum()), duplicates=int(dups.sum()), dup_from_s=prev_t_s,
+    )
+
+
+def fault_impacts(table: pd.DataFrame, faults: Sequence[Fault], recoveries: Sequence[Recovery],
+                  *, req: pd.DataFrame | None = None) -> tuple[FaultImpact, ...]:
+    """:func:`fault_impact` of every fault (sorted by time), each span stopping at the next."""
+    if not faults:
+        return ()
+    req = requests_of(table) if req is None else req
+    fs = sorted(faults, key=lambda f: f.t_s)
+    recs = list(recoveries) + [None] * (len(fs) - len(recoveries))
+    return tuple(fault_impact(req, f, r, fs[i + 1].t_s if i + 1 < len(fs) else None,
+                              fs[i - 1].t_s if i > 0 else None)
+                 for i, (f, r) in enumerate(zip(fs, recs)))
 
 
 def recovery(tp_1s: pd.DataFrame, fault: Fault, window: Window) -> Recovery:
@@ -552,6 +649,8 @@ def mode_metrics(table: pd.DataFrame, window: Window, *, mode: str | None = None
     tp10 = series.throughput_10s if series else throughput_series(table, window, 10.0)
     infl = series.in_flight_1s if series else in_flight_series(table, window, 1.0)
     infl_w = infl[infl["in_window"]]["in_flight"]
+    faults = tuple(sorted(faults, key=lambda f: f.t_s))
+    recs = tuple(recovery(tp1, f, window) for f in faults)
     return ModeMetrics(
         mode=mode, window=window, counts=c,
         successful_throughput=tput, reviews_per_s=rps,
@@ -567,7 +666,7 @@ def mode_metrics(table: pd.DataFrame, window: Window, *, mode: str | None = None
         in_flight_max=int(infl_w.max()) if len(infl_w) else 0,
         in_flight_mean=_none(infl_w.mean()) if len(infl_w) else None,
         ceiling=ceiling, efficiency=efficiency(rps, ceiling),
-        recoveries=tuple(recovery(tp1, f, window) for f in faults),
+        recoveries=recs, fault_impacts=fault_impacts(table, faults, recs),
     )
 
 

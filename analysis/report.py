@@ -32,7 +32,13 @@ service was: the article's "0.5k vs 5k" spread. <i>Retry amplification</i> is at
 above 1 the clients are adding load to a struggling service. <i>Efficiency</i> is reviews/s against
 what the model alone can do on the service's cores (the ceiling). Ratios are stream ÷ REST: above 1
 is better for throughput and efficiency, below 1 is better for latency, errors and CV. Dashed
-vertical lines are injected faults.</p>
+vertical lines are injected faults (labelled with the mode, the kind and the time to recover; the
+tinted band lasts until the killed worker was back, or the pause ended). <i>Recovery</i> is the
+first time after a fault from which the per-second successful throughput stays at ≥ 90 % of its
+pre-fault median for 3 s in a row. <i>Lost / retried / duplicated</i> count the requests around a
+fault (due before the recovery run ended, settled after the fault struck): lost never got an ok
+answer, retried needed more than one attempt, duplicated were answered more than once (the
+stream's at-least-once delivery; the driver keeps the first answer).</p>
 """
 
 CSS = """

@@ -94,9 +94,30 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "service_cpu_mean": ma.cpu_mean.get("service"),
         "cpu_mean_by_role": ma.cpu_mean,
         "recoveries": mx.jsonable(list(m.recoveries)),
+        "faults": fault_summaries(ma),
         "notes": list(ma.data.notes),
     }
     return mx.jsonable(out)
+
+
+def fault_summaries(ma: ModeAnalysis) -> list[dict[str, Any]]:
+    """One entry per injected fault: what was done (meta), time to recover, and the requests
+    lost / retried / duplicated around it."""
+    m = ma.metrics
+    out = []
+    faults = sorted(ma.data.faults, key=lambda f: f.t_s)
+    for f, rec, imp in zip(faults, m.recoveries, m.fault_impacts):
+        out.append(mx.jsonable({
+            "t_s": f.t_s, "kind": f.kind, "target": f.target, "pid": f.pid,
+            "duration_s": f.duration_s, "ended_t_s": f.ended_t_s,
+            "baseline_per_s": rec.baseline_per_s, "recovered_at_s": rec.recovered_at_s,
+            "recovery_s": rec.recovery_s,
+            "span_s": [imp.span_start_s, imp.span_end_s], "requests": imp.requests,
+            "ok": imp.ok, "lost": imp.lost, "lost_by_kind": imp.lost_by_kind,
+            "retried": imp.retried, "extra_attempts": imp.extra_attempts,
+            "duplicated": imp.duplicated, "duplicates": imp.duplicates,
+        }))
+    return out
 
 
 def build_summary(ra: RunAnalysis) -> dict[str, Any]:
@@ -212,13 +233,26 @@ def latency_table(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per injected fault and mode: when, what, time to recover, requests around it
+    lost / retried / duplicated (from ``faults``; older summaries only have ``recoveries``)."""
     rows = []
     for name in MODES:
-        for r in ((summary.get("modes") or {}).get(name) or {}).get("recoveries") or []:
-            rows.append({"mode": name, "fault at (s)": r["t_s"], "kind": r["kind"], "target": r["target"],
-                         "baseline (req/s)": fmt(r["baseline_per_s"], "{:,.1f}"),
-                         "recovery (s)": fmt(r["recovery_s"], "{:,.0f}") if r["recovery_s"] is not None
-                         else "never"})
+        m = (summary.get("modes") or {}).get(name) or {}
+        for r in m.get("faults") or m.get("recoveries") or []:
+            row = {"mode": name, "fault at (s)": fmt(r["t_s"], "{:,.1f}"), "kind": r["kind"],
+                   "target": r.get("target") or "–"}
+            if "ended_t_s" in r:
+                row["over at (s)"] = fmt(r.get("ended_t_s"), "{:,.1f}")
+            row["baseline (req/s)"] = fmt(r["baseline_per_s"], "{:,.1f}")
+            row["recovery (s)"] = (fmt(r["recovery_s"], "{:,.0f}") if r["recovery_s"] is not None
+                                   else "never")
+            if "requests" in r:
+                kinds = ", ".join(f"{k} {v}" for k, v in (r.get("lost_by_kind") or {}).items())
+                row.update({"requests around": fmt(r["requests"], "{:,d}"),
+                            "lost": fmt(r["lost"], "{:,d}") + (f" ({kinds})" if kinds else ""),
+                            "retried": fmt(r["retried"], "{:,d}"),
+                            "duplicated": fmt(r["duplicated"], "{:,d}")})
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -242,6 +276,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for label, row in t.iterrows():
         lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+    faults = recovery_table(summary)
+    if len(faults):
+        cols = list(faults.columns)
+        lines += ["", "Faults (recovery = first of 3 s in a row back at ≥ 90 % of the pre-fault "
+                  "median ok req/s; lost / retried / duplicated = requests around the fault):", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for _, row in faults.iterrows():
+            lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
     notes = summary.get("notes") or []
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]

@@ -96,6 +96,19 @@ class Progress:
                       _f(None if m.get("error_rate") is None else 100 * m["error_rate"], 2),
                       _f(m.get("throughput_cv"), 3), _f(m.get("efficiency"), 3))
         self.console.print(t)
+        faults = [(mode, f) for mode, m in (s.get("modes") or {}).items()
+                  for f in ((m or {}).get("faults") or [])]
+        if faults:
+            ft = Table(title="faults")
+            for col in ("mode", "kind", "at s", "over at s", "recovery s", "requests", "lost",
+                        "retried", "duplicated"):
+                ft.add_column(col, justify="right")
+            for mode, f in faults:
+                ft.add_row(mode, str(f.get("kind")), _f(f.get("t_s"), 1), _f(f.get("ended_t_s"), 1),
+                           _f(f.get("recovery_s"), 1) if f.get("recovery_s") is not None
+                           else "never", _f(f.get("requests"), 0), _f(f.get("lost"), 0),
+                           _f(f.get("retried"), 0), _f(f.get("duplicated"), 0))
+            self.console.print(ft)
         ratios = s.get("ratios") or {}
         if ratios:
             self.console.print("stream ÷ rest: " + ", ".join(

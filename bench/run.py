@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench import meta as metamod
 from bench.cpu import CpuSampler
+from bench.faults import FaultInjector
 from bench.progress import Progress
 from services.procs import LaunchError, Supervisor, parse_cpus
 
@@ -197,6 +198,8 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         if mode == "stream" and dep.topics:
             driver_argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
         drv = sup.start(f"driver-{mode}", driver_argv, cpus=opts.placement.driver)
+        injector = FaultInjector.for_mode(mode, scenario, sup=sup, dep=dep, say=progress.say,
+                                          driver_log=drv.log_path).start()
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
         if dep.broker.get("pid"):
             groups["broker"] = [dep.broker["pid"]]
@@ -206,6 +209,7 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         try:
             final = progress.follow_driver(mode, drv, total_s=total, limit_s=total + 90)
         finally:
+            info["faults"] = injector.stop()
             sampler.stop(_t0_of(mode_dir))
         driver_json = mode_dir / "driver.json"
         if final is None or not driver_json.exists():

@@ -22,6 +22,7 @@ Shape of a file (every section but ``name`` is optional)::
     slo:      {p99_ms: 250, max_error_rate: 0.01}
     service:  {rest: {...}, stream: {...}}   # passed through untouched
     faults:   [{at_s: 30, kind: kill_worker, duration_s: 0, modes: [rest]}]
+              # kill_worker | restart | pause (duration_s > 0): see bench/faults.py
 
 Rates are in *operations* per second (an operation carries ``batch_size`` reviews). Rate shapes:
 ``constant {ops_per_s}``, ``steps {steps: [[at_s, ops_per_s], ...]}`` (first at 0),
@@ -530,6 +531,9 @@ def parse_scenario(data: Any, where: str = "<scenario>") -> Scenario:
     for i, f in enumerate(faults):
         if f.at_s >= timing.end_s:
             raise ctx.err(f"faults[{i}].at_s", f"is after the run ends ({timing.end_s:g} s)")
+        if f.kind == "pause" and f.duration_s <= 0:
+            raise ctx.err(f"faults[{i}].duration_s", "a pause needs duration_s > 0 (seconds "
+                                                    "between SIGSTOP and SIGCONT)")
     return Scenario(
         name=name.strip(), description=desc.strip(), modes=modes,
         payload=_payload(ctx, d.get("payload")), workload=_workload(ctx, d.get("workload")),

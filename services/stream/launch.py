@@ -82,9 +82,7 @@ def start(sup: Supervisor, settings: StreamSettings, run_dir: Path | str, *,
     settings_file = run_dir / "stream-settings.json"
     settings_file.write_text(json.dumps(s.to_dict(), indent=2, sort_keys=True) + "\n")
 
-    env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath(),
-           # one model call per core: no BLAS thread pools fighting over pinned cores
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = worker_env()
     t0 = time.monotonic()
     started: list[Proc] = []
     datadirs = [run_dir / f"faust-worker-{i}" for i in range(s.workers)]
@@ -105,6 +103,28 @@ def start(sup: Supervisor, settings: StreamSettings, run_dir: Path | str, *,
                 "dlq": s.topic_dlq},
         worker_pids=[p.pid for p in started], settings=s.to_dict(), versions=versions(),
         group_id=s.app_id, ready_s=round(time.monotonic() - t0, 3), procs=started)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment every worker process gets (also on a restart)."""
+    return {"PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath(),
+            # one model call per core: no BLAS thread pools fighting over pinned cores
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def worker_datadir(proc: Proc) -> Path:
+    """The Faust data dir of a worker started by :func:`start` (from its argv)."""
+    return Path(proc.argv[proc.argv.index("--datadir") + 1])
+
+
+def restart_worker(sup: Supervisor, old: Proc, *, stop_timeout: float = 10.0) -> Proc:
+    """Stop ``old`` (SIGTERM to its group, SIGKILL after ``stop_timeout``; a no-op if it is
+    already dead) and start the same worker again, with the same argv, environment and cores,
+    under the same Supervisor (so it is stopped by PID at the end like the first one). Its
+    ``assignment.json`` is removed first, so :func:`group_complete` tells when it is back."""
+    sup.stop(old, timeout=stop_timeout)
+    (worker_datadir(old) / ASSIGNMENT_FILE).unlink(missing_ok=True)
+    return sup.start(old.name, old.argv, env=worker_env(), cwd=REPO_ROOT, cpus=old.cpus)
 
 
 def _pythonpath() -> str:

@@ -1,0 +1,363 @@
+"""Fault injection (bench/faults.py) and its analysis: recovery, lost / retried / duplicated.
+
+Unit tests use hand-made request tables and fake processes. The ``stack`` tests run each shipped
+fault scenario in a SHORT form on the real local stack (nginx + uWSGI, Tansu + Faust, the real
+model) through ``bench.run.run_scenario``, into a temporary results root, and check the accounting,
+the stream's delivery guarantee after a worker kill, and the report's fault markers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.tables import att, table  # noqa: E402
+
+from analysis import metrics as mx  # noqa: E402
+from analysis.summary import recovery_table, summary_markdown  # noqa: E402
+from bench import faults as fx  # noqa: E402
+from loadgen.scenario import ScenarioError, load_scenario, parse_scenario  # noqa: E402
+from services.procs import Supervisor  # noqa: E402
+
+
+# ------------------------------------------------------------------------------- metrics (pure)
+def _outage_table(*, lost=(), retried=(), dup=()):
+    """10 req/s for 40 s; nothing is answered in [20, 24), the backlog comes out at 24.05."""
+    rows = []
+    for i in range(400):
+        t = i / 10 + 0.001
+        rid = f"r{i}"
+        if i in lost:
+            rows.append(att(rid, t, ok=False, kind="no_prediction", done=t + 15))
+        elif i in retried:
+            rows.append(att(rid, t, ok=False, kind="http_5xx", done=t + 0.01))
+            rows.append(att(rid, t, attempt=2, intended=t + 0.3, done=24.05))
+        elif 20 <= t < 24:
+            rows.append(att(rid, t, done=24.05, dup=1 if i in dup else 0))
+        else:
+            rows.append(att(rid, t, lat=0.01, dup=1 if i in dup else 0))
+    return table(*rows)
+
+
+def test_fault_impact_counts_lost_retried_duplicated_around_the_fault():
+    t = _outage_table(lost={205, 210}, retried={199, 215}, dup={201, 202, 203, 195, 300})
+    f = mx.Fault(20.0, "kill_worker", "stream-worker-0", pid=1, duration_s=0.0, ended_t_s=23.5)
+    m = mx.mode_metrics(t, mx.Window(0, 40), faults=(f,))
+    rec, imp = m.recoveries[0], m.fault_impacts[0]
+    assert rec.recovered_at_s == 24.0 and rec.recovery_s == 4.0
+    # span: from the fault to the end of the 3-s recovery run (27 s)
+    assert imp.span_start_s == 20.0 and imp.span_end_s == 27.0
+    # due before 27 and settled at or after 20: #199 (in flight at the fault) .. #269
+    assert imp.requests == 71 and imp.ok == 69
+    assert imp.lost == 2 and imp.lost_by_kind == {"no_prediction": 2}
+    assert imp.retried == 2 and imp.extra_attempts == 2
+    # duplicates: re-deliveries of what was answered before the fault (#195) count; #300 is
+    # due after the span
+    assert imp.duplicated == 4 and imp.duplicates == 4 and imp.dup_from_s is None
+    assert imp.requests == imp.ok + imp.lost
+
+
+def test_fault_span_never_recovered_runs_to_the_end_and_stops_at_the_next_fault():
+    rec_never = mx.Recovery(10.0, "pause", None, 5.0, None, None)
+    assert mx.fault_span(mx.Fault(10.0, "pause"), rec_never) == (10.0, None)
+    assert mx.fault_span(mx.Fault(10.0, "pause"), rec_never, next_t_s=30.0) == (10.0, 30.0)
+    rec = mx.Recovery(10.0, "pause", None, 5.0, 12.0, 2.0)
+    # the span lasts at least until the fault was over (here a long pause)
+    assert mx.fault_span(mx.Fault(10.0, "pause", ended_t_s=20.0), rec) == (10.0, 20.0)
+    assert mx.fault_span(mx.Fault(10.0, "pause", ended_t_s=11.0), rec) == (10.0, 15.0)
+
+
+def test_two_faults_split_the_requests_between_them():
+    rows = [att(f"r{i}", i / 10 + 0.001, lat=0.01) for i in range(400)]
+    faults = (mx.Fault(30.0, "pause"), mx.Fault(10.0, "kill_worker"))
+    m = mx.mode_metrics(table(*rows), mx.Window(0, 40), faults=faults)
+    a, b = m.fault_impacts
+    assert (a.t_s, b.t_s) == (10.0, 30.0)                  # sorted
+    assert a.span_end_s <= b.span_start_s
+    assert a.requests + b.requests <= 300 and a.lost == b.lost == 0
+    assert a.dup_from_s is None and b.dup_from_s == 10.0
+
+
+def test_duplicates_before_a_second_fault_belong_to_it():
+    rows = [att(f"r{i}", i / 10 + 0.001, lat=0.01, dup=1 if i in (50, 280) else 0)
+            for i in range(400)]
+    m = mx.mode_metrics(table(*rows), mx.Window(0, 40),
+                        faults=(mx.Fault(10.0, "kill_worker"), mx.Fault(30.0, "kill_worker")))
+    a, b = m.fault_impacts
+    assert (a.duplicated, b.duplicated) == (1, 1)           # #50 -> first, #280 -> second
+
+
+def test_fault_impact_of_an_empty_table_is_zero():
+    imp = mx.fault_impacts(table(), [mx.Fault(1.0, "pause")], [])[0]
+    assert (imp.requests, imp.lost, imp.retried, imp.duplicated) == (0, 0, 0, 0)
+
+
+def test_faults_from_meta_keeps_the_injector_fields():
+    f = mx.faults_from_meta([{"t_s": 20.004, "kind": "pause", "target": "rest-uwsgi+rest-nginx",
+                              "pid": 42, "duration_s": 5.0, "ended_t_s": 25.01, "pgids": [42, 43]},
+                             {"t_s": None, "kind": "error", "error": "no start line"}])
+    assert f == (mx.Fault(20.004, "pause", "rest-uwsgi+rest-nginx", 42, 5.0, 25.01),)
+
+
+def test_summary_tables_show_recovery_and_losses():
+    s = {"modes": {"rest": {"faults": [{
+        "t_s": 20.0, "kind": "kill_worker", "target": "uwsgi-worker", "ended_t_s": 23.7,
+        "baseline_per_s": 50.0, "recovery_s": 4.0, "requests": 300, "lost": 1,
+        "lost_by_kind": {"http_5xx": 1}, "retried": 3, "duplicated": 0}]}, "stream": None}}
+    t = recovery_table(s)
+    row = t.iloc[0]
+    assert row["recovery (s)"] == "4" and row["lost"] == "1 (http_5xx 1)" and row["retried"] == "3"
+    md = summary_markdown({**s, "scenario": "x"})
+    assert "Faults" in md and "kill_worker" in md and "| 4 |" in md
+
+
+# ------------------------------------------------------------------------------- scenarios
+def test_pause_needs_a_duration():
+    base = {"name": "t", "arrival": {"open": {"rate": {"shape": "constant", "ops_per_s": 1}}},
+            "timing": {"warmup_s": 1, "duration_s": 10, "drain_s": 1}}
+    with pytest.raises(ScenarioError, match="a pause needs duration_s > 0"):
+        parse_scenario({**base, "faults": [{"at_s": 2, "kind": "pause"}]})
+    parse_scenario({**base, "faults": [{"at_s": 2, "kind": "pause", "duration_s": 1}]})
+
+
+@pytest.mark.parametrize("name,kind", [("fault-kill", "kill_worker"), ("fault-pause", "pause"),
+                                       ("fault-restart", "restart")])
+def test_shipped_fault_scenarios(name, kind):
+    sc = load_scenario(name)
+    assert sc.description and "\n" not in sc.description
+    assert sc.timing.end_s <= 60 and [f.kind for f in sc.faults] == [kind]
+    assert set(sc.faults[0].modes) == {"rest", "stream"}
+    assert sc.faults[0].at_s > sc.timing.warmup_s                   # a baseline before it
+    # drain long enough for a stream backlog to be answered within the client timeout
+    assert sc.timing.drain_s >= sc.client.timeout_s
+    assert parse_scenario(sc.to_dict()) == sc
+
+
+# ------------------------------------------------------------------------------- injector (fakes)
+def test_driver_t0_reads_the_start_line(tmp_path):
+    log = tmp_path / "driver.log"
+    assert fx.driver_t0(log) is None
+    log.write_text("noise\n{\"t\": 1}\n")
+    assert fx.driver_t0(log) is None
+    log.write_text('some warning\n{"event":"start","mode":"rest","t0_epoch":1234.5}\n{"t":1}\n')
+    assert fx.driver_t0(log) == 1234.5
+
+
+class _Dep:
+    def __init__(self, pids, settings=None):
+        self.service_pids, self.settings = pids, settings or {}
+
+
+def test_pause_stops_and_continues_the_service_group_and_records_it(tmp_path):
+    """SIGSTOP/SIGCONT of a real (sleeping) process group, timed from the driver's t0."""
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        svc = sup.start("stream-worker-0", [sys.executable, "-c", "import time; time.sleep(60)"])
+        log = tmp_path / "driver.log"
+        t0 = time.time()
+        log.write_text(json.dumps({"event": "start", "t0_epoch": t0}) + "\n")
+        sc = parse_scenario({"name": "t", "arrival": {"open": {"rate": {"shape": "constant",
+                                                                       "ops_per_s": 1}}},
+                             "timing": {"warmup_s": 0, "duration_s": 5, "drain_s": 0},
+                             "faults": [{"at_s": 0.3, "kind": "pause", "duration_s": 0.6}]})
+        dep = _Dep([svc.pid])
+        inj = fx.FaultInjector.for_mode("stream", sc, sup=sup, dep=dep, driver_log=log,
+                                        say=lambda *_: None).start()
+        stopped = False
+        deadline = time.time() + 3
+        while time.time() < deadline and not stopped:
+            stopped = _state(svc.pid) == "T"
+            time.sleep(0.02)
+        assert stopped, "the service was never SIGSTOPped"
+        time.sleep(1.0)
+        assert _state(svc.pid) in ("S", "R"), "the service was not continued"
+        recs = inj.stop()
+        assert len(recs) == 1
+        r = recs[0]
+        assert r["kind"] == "pause" and r["pid"] == svc.pid and r["duration_s"] == 0.6
+        assert 0.25 <= r["t_s"] <= 0.8 and r["ended_t_s"] - r["t_s"] == pytest.approx(0.6, abs=0.2)
+        assert svc.alive()
+    finally:
+        sup.stop_all()
+
+
+def test_stop_continues_a_paused_group_at_once(tmp_path):
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        svc = sup.start("stream-worker-0", [sys.executable, "-c", "import time; time.sleep(60)"])
+        log = tmp_path / "driver.log"
+        log.write_text(json.dumps({"event": "start", "t0_epoch": time.time()}) + "\n")
+        sc = parse_scenario({"name": "t", "arrival": {"open": {"rate": {"shape": "constant",
+                                                                       "ops_per_s": 1}}},
+                             "timing": {"warmup_s": 0, "duration_s": 100, "drain_s": 0},
+                             "faults": [{"at_s": 0.0, "kind": "pause", "duration_s": 60}]})
+        inj = fx.FaultInjector.for_mode("stream", sc, sup=sup, dep=_Dep([svc.pid]), driver_log=log,
+                                        say=lambda *_: None).start()
+        deadline = time.time() + 3
+        while time.time() < deadline and _state(svc.pid) != "T":
+            time.sleep(0.02)
+        t = time.time()
+        recs = inj.stop()
+        assert time.time() - t < 2 and _state(svc.pid) in ("S", "R")
+        assert recs[0]["ended_t_s"] is not None
+    finally:
+        sup.stop_all()
+
+
+def test_faults_of_other_modes_are_ignored_and_no_thread_starts(tmp_path):
+    sc = parse_scenario({"name": "t", "arrival": {"open": {"rate": {"shape": "constant",
+                                                                   "ops_per_s": 1}}},
+                         "faults": [{"at_s": 1, "kind": "kill_worker", "modes": ["rest"]}]})
+    inj = fx.FaultInjector.for_mode("stream", sc, sup=Supervisor(tmp_path), dep=_Dep([]),
+                                    driver_log=tmp_path / "x.log")
+    assert inj.faults == [] and inj.start().stop() == []
+
+
+def test_a_missing_start_line_is_recorded_not_raised(tmp_path):
+    sc = parse_scenario({"name": "t", "arrival": {"open": {"rate": {"shape": "constant",
+                                                                   "ops_per_s": 1}}},
+                         "faults": [{"at_s": 1, "kind": "kill_worker"}]})
+    inj = fx.FaultInjector.for_mode("rest", sc, sup=Supervisor(tmp_path), dep=_Dep([]),
+                                    driver_log=tmp_path / "none.log", t0_timeout_s=0.3,
+                                    say=lambda *_: None).start()
+    time.sleep(0.6)
+    recs = inj.stop()
+    assert recs and recs[0]["kind"] == "error" and "no start line" in recs[0]["error"]
+    assert mx.faults_from_meta(recs) == ()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+# ------------------------------------------------------------------------------- the real stack
+def _short(name: str, folder: Path):
+    """The shipped scenario, shortened: fault at 5 s, in a window of 2-18 s (a killed Faust
+    worker is back in ~9 s: Tansu holds the rejoin until the dead member's session times out),
+    then up to 12 s of drain (the driver stops as soon as everything is answered). Written to a
+    file: the driver subprocess reads the scenario from ``scenario.source``."""
+    sc = load_scenario(name)
+    sc = sc.for_test(warmup_s=2.0, duration_s=16.0, drain_s=12.0)
+    sc = replace(sc, faults=tuple(replace(f, at_s=5.0) for f in sc.faults))
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sc.to_dict(), sort_keys=False))
+    return load_scenario(path)
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("fault-results")
+
+
+def _run(name: str, root: Path):
+    from bench.run import Placement, RunOptions, run_scenario
+
+    opts = RunOptions(placement=Placement.default(), results=root, measure_ceiling=False,
+                      report=True, quiet=True)
+    run_dir = run_scenario(_short(name, root), opts)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return run_dir, meta, summary
+
+
+def _check_common(run_dir: Path, meta: dict, summary: dict, kind: str) -> None:
+    html = (run_dir / "report.html").read_text()
+    assert meta["scenario"]["timing"]["duration_s"] == 16.0
+    for mode in ("rest", "stream"):
+        m = summary["modes"][mode]
+        assert m["sent"] == m["ok"] + m["failed"], mode
+        assert m["sent"] > 0
+        assert meta["modes"][mode]["driver"]["stop_s"] < 31, "the driver ran another schedule"
+        faults = meta["modes"][mode]["faults"]
+        assert len(faults) == 1, (mode, faults)
+        f = faults[0]
+        assert f["kind"] == kind and not f.get("error"), (mode, f)
+        assert {"t_s", "kind", "target", "pid", "duration_s", "ended_t_s"} <= set(f)
+        assert 4.9 <= f["t_s"] <= 6.5 and f["ended_t_s"] is not None, (mode, f)
+        sf = summary["modes"][mode]["faults"][0]
+        assert sf["kind"] == kind and "recovery_s" in sf
+        assert {"lost", "retried", "duplicated", "requests"} <= set(sf)
+        assert sf["requests"] == sf["ok"] + sf["lost"]
+        rec = f"{sf['recovery_s']:,.0f}" if sf["recovery_s"] is not None else "never"
+        assert f"<td>{rec}</td>" in html, (mode, rec)           # the recovery table's cell
+        label = _chart_labels(summary, mode, kind)
+        assert label.startswith(f"{'REST' if mode == 'rest' else 'stream'} {kind}"), label
+    # the report: fault markers in the charts (labels are drawn, so check the table + legend
+    # text) and the recovery table with the time to recover
+    assert "Recovery after faults" in html and kind in html and "recovery (s)" in html
+    assert "no fault was injected" not in html
+    for chart in ("throughput", "latency", "errors", "in_flight"):
+        assert (run_dir / "charts" / f"{chart}.png").exists()
+
+
+def _chart_labels(summary, mode, kind):
+    from analysis.charts import fault_label
+    f = summary["modes"][mode]["faults"][0]
+    rec = mx.Recovery(f["t_s"], f["kind"], f["target"], f["baseline_per_s"], f["recovered_at_s"],
+                      f["recovery_s"])
+    return fault_label(mode, mx.Fault(f["t_s"], kind), rec)
+
+
+def _check_stream_delivered(run_dir: Path, summary: dict) -> None:
+    """At-least-once: after the worker is back, every request sent got a prediction."""
+    from loadgen import record
+    s = summary["modes"]["stream"]
+    assert not {"no_prediction", "in_flight"} & set(s["error_kinds"]), s["error_kinds"]
+    df = record.read(run_dir / "stream" / "requests.parquet")
+    unanswered = df[df["error_kind"].isin(["no_prediction", "in_flight", "produce_error"])]
+    assert unanswered.empty, unanswered.head()
+    assert "duplicates" in s and s["duplicates"] >= 0
+    assert "duplicated" in s["faults"][0]
+
+
+@pytest.mark.stack
+def test_stack_fault_kill(results_root):
+    run_dir, meta, summary = _run("fault-kill", results_root)
+    _check_common(run_dir, meta, summary, "kill_worker")
+    rest_f, stream_f = meta["modes"]["rest"]["faults"][0], meta["modes"]["stream"]["faults"][0]
+    assert rest_f["target"] == "uwsgi-worker" and rest_f["new_pid"] != rest_f["pid"]
+    assert stream_f["new_pid"] != stream_f["pid"] and stream_f["restarted_by"] == "bench"
+    # the restarted worker replaced the killed one among the service's processes
+    _check_stream_delivered(run_dir, summary)
+    assert not _alive(stream_f["new_pid"]) and not _alive(rest_f["new_pid"])
+
+
+@pytest.mark.stack
+def test_stack_fault_pause(results_root):
+    run_dir, meta, summary = _run("fault-pause", results_root)
+    _check_common(run_dir, meta, summary, "pause")
+    for mode in ("rest", "stream"):
+        f = meta["modes"][mode]["faults"][0]
+        assert f["ended_t_s"] - f["t_s"] == pytest.approx(f["duration_s"], abs=0.5)
+    _check_stream_delivered(run_dir, summary)
+
+
+@pytest.mark.stack
+def test_stack_fault_restart(results_root):
+    run_dir, meta, summary = _run("fault-restart", results_root)
+    _check_common(run_dir, meta, summary, "restart")
+    for mode in ("rest", "stream"):
+        f = meta["modes"][mode]["faults"][0]
+        assert f["new_pid"] != f["pid"] and not _alive(f["new_pid"])
+    _check_stream_delivered(run_dir, summary)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (not reaped yet) is not alive either
+        return _state(pid) != "Z"
+    except OSError:
+        return False
+
