@@ -20,11 +20,13 @@ from rich.table import Table
 
 class Progress:
     def __init__(self, quiet: bool = False):
+        tty = sys.stdout.isatty()
+        # A pipe or a CI log gets 120 columns (rich would assume 80 and wrap every path).
         self.console = Console(stderr=False, highlight=False, quiet=quiet,
-                               force_terminal=None if sys.stdout.isatty() else False)
+                               force_terminal=None if tty else False, width=None if tty else 120)
 
     def say(self, msg: str) -> None:
-        self.console.print(msg)
+        self.console.print(msg, soft_wrap=True)  # a message is one line: paths stay greppable
 
     def follow_driver(self, mode: str, proc, *, total_s: float, limit_s: float) -> dict | None:
         """Tail the driver's JSON lines until it exits; stop it (SIGTERM) past ``limit_s``.
@@ -89,6 +91,9 @@ class Progress:
                     "errors %", "spread (CV)", "efficiency"):
             t.add_column(col, justify="right")
         for mode, m in (s.get("modes") or {}).items():
+            if not m:  # the mode never ran (an earlier phase failed)
+                t.add_row(mode, *["—"] * 9)
+                continue
             lat = m.get("latency_ms") or {}
             t.add_row(mode, _f(m.get("sent"), 0), _f(m.get("ok"), 0),
                       _f(m.get("successful_throughput"), 1), _f(m.get("reviews_per_s"), 1),

@@ -165,7 +165,7 @@ def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -
 
 def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Progress) -> dict:
     """Deploy ``mode``, drive it with the scenario, stop it. Returns the mode's meta."""
-    from services.launcher import deploy
+    from services.launcher import attach, deploy
 
     mode_dir = run_dir / mode
     log_dir = mode_dir / "logs"
@@ -179,10 +179,16 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         progress.say(f"[bold]{mode}[/]: starting the deployment ...")
         t_start = time.monotonic()
         try:
-            dep = stack.enter_context(deploy(
-                mode, mode_dir / "service", overrides=overrides, sup=sup,
-                service_cpus=opts.placement.service, broker_cpus=opts.placement.broker,
-                bootstrap=opts.bootstrap))
+            if opts.target == "compose":  # someone else runs it: drive it, start nothing
+                if scenario.faults:
+                    raise LaunchError("fault scenarios need the local stack (the bench kills "
+                                      "and pauses processes it started); use TARGET=local")
+                dep = stack.enter_context(attach(mode, url=opts.url, bootstrap=opts.bootstrap))
+            else:
+                dep = stack.enter_context(deploy(
+                    mode, mode_dir / "service", overrides=overrides, sup=sup,
+                    service_cpus=opts.placement.service, broker_cpus=opts.placement.broker,
+                    bootstrap=opts.bootstrap))
         except LaunchError as e:
             raise PhaseFailed(f"{mode}: deploy", str(e).splitlines()[0], log_dir) from e
         info.update(settings=dep.settings, versions=dep.versions, broker=dep.broker,

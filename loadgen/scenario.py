@@ -17,7 +17,8 @@ Shape of a file (every section but ``name`` is optional)::
                max_in_flight: 1000, max_lateness_s: 1.0}
       # closed: {clients: 8 | [[at_s, n], ...], think_s: 0}
     timing:   {warmup_s: 5, duration_s: 60, drain_s: 10, max_requests: 2000000}
-    client:   {timeout_s: 5, retry: {policy: none|fixed|exponential, max_attempts: 1,
+    client:   {timeout_s: 5, stream_timeout_s: null,   # stream: null = timeout_s (see Client)
+               retry: {policy: none|fixed|exponential, max_attempts: 1,
                                      backoff_s: 0.1, cap_s: 5, jitter: 1.0}}
     slo:      {p99_ms: 250, max_error_rate: 0.01}
     service:  {rest: {...}, stream: {...}}   # passed through untouched
@@ -167,8 +168,22 @@ class Retry:
 
 @dataclass(frozen=True)
 class Client:
+    """How long a client waits, and whether it tries again.
+
+    ``stream_timeout_s``: how long a stream client waits for its predictions, when that differs
+    from the REST client's ``timeout_s``. A REST caller holds a connection and gives up (then
+    retries) at ``timeout_s``; an asynchronous consumer of a predictions topic has no connection
+    to abandon, so the article's batch job waited for its answers however long they took. None =
+    the same deadline on both sides (the apples-to-apples default).
+    """
+
     timeout_s: float = 5.0
     retry: Retry = field(default_factory=Retry)
+    stream_timeout_s: float | None = None
+
+    @property
+    def stream_deadline_s(self) -> float:
+        return self.stream_timeout_s if self.stream_timeout_s is not None else self.timeout_s
 
 
 @dataclass(frozen=True)
@@ -448,9 +463,11 @@ def _timing(ctx: _Ctx, v: Any) -> Timing:
 
 
 def _client(ctx: _Ctx, v: Any) -> Client:
-    d = _mapping(ctx, v, "client", ("timeout_s", "retry"))
+    d = _mapping(ctx, v, "client", ("timeout_s", "stream_timeout_s", "retry"))
     timeout = _num(ctx, d, "timeout_s", "client", Client().timeout_s, lo=0, lo_open=True,
                    hi=3600)
+    stream_timeout = _num(ctx, d, "stream_timeout_s", "client", None, lo=0, lo_open=True,
+                          hi=3600, allow_none=True)
     r = _mapping(ctx, d.get("retry"), "client.retry",
                  ("policy", "max_attempts", "backoff_s", "cap_s", "jitter"))
     p = "client.retry"
@@ -469,8 +486,9 @@ def _client(ctx: _Ctx, v: Any) -> Client:
     cap = _num(ctx, r, "cap_s", p, b.cap_s, lo=0, hi=3600)
     if cap < backoff:
         raise ctx.err(f"{p}.cap_s", f"must be >= backoff_s ({backoff:g}); got {cap:g}")
-    return Client(timeout_s=timeout, retry=Retry(policy=policy, max_attempts=attempts,
-                                                 backoff_s=backoff, cap_s=cap, jitter=jitter))
+    return Client(timeout_s=timeout, stream_timeout_s=stream_timeout,
+                  retry=Retry(policy=policy, max_attempts=attempts, backoff_s=backoff, cap_s=cap,
+                              jitter=jitter))
 
 
 def _slo(ctx: _Ctx, v: Any) -> Slo:

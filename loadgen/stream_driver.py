@@ -7,7 +7,8 @@ open loop produces all B at the operation's intended time; a closed-loop client 
 waits until all B are answered (or its deadline passes), thinks, then starts its next operation.
 Compare modes on reviews/s when B > 1 (a REST row carries B reviews, a stream row one).
 
-An event succeeds when its prediction arrives before ``request_intended_s + client.timeout_s``.
+An event succeeds when its prediction arrives before ``request_intended_s + T``, where T is
+``client.stream_timeout_s`` when the scenario sets it, else ``client.timeout_s``.
 A later answer makes the row ``timeout`` with ``done_s`` = when it did arrive; no answer by the end
 of the drain window is ``no_prediction`` (``done_s`` = the deadline); still unanswered before its
 deadline when the driver was stopped is ``in_flight``. Extra answers for an id count in
@@ -146,7 +147,7 @@ class StreamRun:
         self.req_topic, self.pred_topic = topics
         self.validate = validate_answers
         self.B = scenario.workload.batch_size
-        self.T = scenario.client.timeout_s
+        self.T = scenario.client.stream_deadline_s
         self.retry = scenario.client.retry
         tm = scenario.timing
         self.horizon, self.end_s = tm.horizon_s, tm.end_s

@@ -94,3 +94,23 @@ def test_a_failing_phase_keeps_the_partial_run_and_names_the_phase(tmp_path):
     assert meta["failed_phase"].startswith("rest")
     assert "no_such_knob" in meta["error"]
     assert _descendants_now() <= before
+
+
+def test_compose_target_drives_what_is_there_and_starts_nothing(tmp_path):
+    """TARGET=compose attaches to running services; when none answers, one clear line."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = _descendants_now()
+    proc = _bench("smoke", "--target", "compose", "--url", f"http://127.0.0.1:{port}",
+                  "--bootstrap", f"127.0.0.1:{port}", "--no-ceiling",
+                  "--results", str(tmp_path), timeout=120)
+    assert proc.returncode == 1
+    assert "healthz is not healthy" in proc.stdout and "make up" in proc.stdout
+    meta = json.loads(next(tmp_path.glob("*-smoke/meta.json")).read_text())
+    assert meta["target"] == "compose" and meta["failed_phase"].startswith("rest")
+    assert "report failed" not in proc.stdout  # a partial run still gets its report
+    assert next(tmp_path.glob("*-smoke/report.html")).is_file()
+    assert _descendants_now() <= before

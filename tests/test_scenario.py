@@ -206,3 +206,18 @@ def test_shipped_scenario_bounds():
     steady = load_scenario("steady")
     plan = plan_open(steady.arrival, steady.timing.horizon_s, steady.timing.max_requests)
     assert abs(len(plan) / steady.timing.horizon_s - 100) < 5
+
+
+def test_stream_timeout_defaults_to_the_rest_timeout_and_can_differ():
+    from loadgen.stream_driver import StreamRun
+
+    same = parse_scenario(with_("client", {"timeout_s": 3}))
+    assert same.client.stream_timeout_s is None and same.client.stream_deadline_s == 3
+    apart = parse_scenario(with_("client", {"timeout_s": 3, "stream_timeout_s": 60}))
+    assert apart.client.timeout_s == 3 and apart.client.stream_deadline_s == 60
+    assert parse_scenario(apart.to_dict()) == apart
+    assert "stream_timeout_s" in err(with_("client", {"stream_timeout_s": 0}))
+    assert "stream_timeout_s" in err(with_("client", {"stream_timeout_s": "long"}))
+    # the stream driver's deadline (and its producer's delivery timeout) follow it
+    run = StreamRun(apart, "127.0.0.1:9", "r", payloads=None)
+    assert run.T == 60 and run.pconf["message.timeout.ms"] == 60_000
