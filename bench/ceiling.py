@@ -47,7 +47,8 @@ import yaml
 from bench import meta as metamod
 from bench.cpu import CpuSampler
 from bench.progress import Progress
-from bench.run import RESULTS, PhaseFailed, Placement, measure_ceiling, new_run_dir
+from bench.run import (RESULTS, PhaseFailed, Placement, driver_argv, measure_ceiling, t0_of,
+                       new_run_dir)
 from services.procs import LaunchError, Supervisor
 
 #: Below this mean service CPU % in the saturated window, the service was not what limited it.
@@ -390,12 +391,8 @@ def drive_phase(dep, sup: Supervisor, scenario, out: Path, run_id: str, placemen
     """
     mode = dep.mode
     out.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "loadgen", "drive", mode, "--scenario", scenario.source,
-            "--out", str(out), "--run-id", run_id]
-    argv += ["--url", dep.url] if mode == "rest" else ["--bootstrap", dep.bootstrap]
-    if mode == "stream" and dep.topics:
-        argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
-    drv = sup.start(f"driver-{out.name}", argv, cpus=placement.driver)
+    drv = sup.start(f"driver-{out.name}", driver_argv(dep, scenario.source, out, run_id),
+                    cpus=placement.driver)
     groups = {"service": dep.service_pids, "driver": [drv.pid]}
     if dep.broker.get("pid"):
         groups["broker"] = [dep.broker["pid"]]
@@ -406,7 +403,7 @@ def drive_phase(dep, sup: Supervisor, scenario, out: Path, run_id: str, placemen
     try:
         final = progress.follow_driver(label, drv, total_s=total, limit_s=total + 60)
     finally:
-        t0 = _t0_of(out)
+        t0 = t0_of(out)
         sampler.stop(t0)
         cores.stop()
     driver_json = out / "driver.json"
@@ -432,13 +429,6 @@ def drive_phase(dep, sup: Supervisor, scenario, out: Path, run_id: str, placemen
         _round(max(0.0, parts["processes"] - svc), 1) if parts and svc is not None
         else _round(max(0.0, busy - svc), 1) if busy is not None and svc is not None else None)
     return rec
-
-
-def _t0_of(out: Path) -> float | None:
-    try:
-        return json.loads((out / "driver.json").read_text()).get("t0_epoch")
-    except (OSError, ValueError):
-        return None
 
 
 def analyse_phase(out: Path, mode: str, warmup_s: float, duration_s: float) -> dict:

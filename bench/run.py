@@ -197,13 +197,8 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
                     ready_s=round(time.monotonic() - t_start, 2))
         progress.say(f"{mode}: ready in {info['ready_s']:.1f}s "
                      f"({dep.url or dep.bootstrap}); driving '{scenario.name}' ...")
-        driver_argv = [sys.executable, "-m", "loadgen", "drive", mode,
-                       "--scenario", scenario.source, "--out", str(mode_dir),
-                       "--run-id", run_dir.name]
-        driver_argv += ["--url", dep.url] if mode == "rest" else ["--bootstrap", dep.bootstrap]
-        if mode == "stream" and dep.topics:
-            driver_argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
-        drv = sup.start(f"driver-{mode}", driver_argv, cpus=opts.placement.driver)
+        drv = sup.start(f"driver-{mode}", driver_argv(dep, scenario.source, mode_dir, run_dir.name),
+                        cpus=opts.placement.driver)
         injector = FaultInjector.for_mode(mode, scenario, sup=sup, dep=dep, say=progress.say,
                                           driver_log=drv.log_path).start()
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
@@ -216,7 +211,7 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
             final = progress.follow_driver(mode, drv, total_s=total, limit_s=total + 90)
         finally:
             info["faults"] = injector.stop()
-            sampler.stop(_t0_of(mode_dir))
+            sampler.stop(t0_of(mode_dir))
         driver_json = mode_dir / "driver.json"
         if final is None or not driver_json.exists():
             raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line "
@@ -231,7 +226,17 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
     return info
 
 
-def _t0_of(mode_dir: Path) -> float | None:
+def driver_argv(dep, scenario_file: str | Path, out: Path, run_id: str) -> list[str]:
+    """The load generator's command line for a deployment: the one way every bench drives."""
+    argv = [sys.executable, "-m", "loadgen", "drive", dep.mode, "--scenario", str(scenario_file),
+            "--out", str(out), "--run-id", run_id]
+    argv += ["--url", dep.url] if dep.mode == "rest" else ["--bootstrap", dep.bootstrap]
+    if dep.mode == "stream" and dep.topics:
+        argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
+    return argv
+
+
+def t0_of(mode_dir: Path) -> float | None:
     """The driver's t0 (epoch s), so CPU samples share the request table's time axis."""
     try:
         return json.loads((mode_dir / "driver.json").read_text()).get("t0_epoch")
