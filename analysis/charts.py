@@ -89,8 +89,7 @@ def fault_label(mode: str, f: mx.Fault, rec: mx.Recovery | None) -> str:
 def fig_throughput(ra: RunAnalysis) -> Figure:
     # A REST request may carry 1,000 reviews where a stream event carries one: then only
     # reviews/s compare (requests/s would draw the busier side as a flat line at the bottom).
-    per_review = any((ma.series.throughput_1s["reviews_per_s"]
-                      != ma.series.throughput_1s["ok_per_s"]).any() for ma in ra.modes.values())
+    per_review = _per_review(ra)
     col, unit = ("reviews_per_s", "reviews") if per_review else ("ok_per_s", "req")
     fig, ax = _figure(ra, "Successful throughput over time"
                       + (" (reviews answered ok)" if per_review else ""))
@@ -132,6 +131,59 @@ def fig_latency(ra: RunAnalysis) -> Figure:
     return fig
 
 
+ERROR_SERIES_FIXED = ("t_s", "in_window", "attempts", "errors", "error_fraction", "retries_per_s")
+
+
+def _per_review(ra: RunAnalysis) -> bool:
+    """True when some request carried more than one review: then only reviews/s compare."""
+    return any((ma.series.throughput_1s["reviews_per_s"]
+                != ma.series.throughput_1s["ok_per_s"]).any() for ma in ra.modes.values())
+
+
+def fig_article(ra: RunAnalysis) -> Figure:
+    """The article's three views side by side, both modes on shared time axes: successful
+    throughput, errors and retries, latency."""
+    fig, axes = _figure(ra, "Successful throughput, errors and retries, latency: side by side",
+                        ncols=3, size=(15, 4.4), sharex=True)
+    a_thr, a_err, a_lat = axes[0]
+    per_review = _per_review(ra)
+    col = "reviews_per_s" if per_review else "ok_per_s"
+    lat_drawn = False
+    for name, ma in ra.modes.items():
+        c, lab = COLORS[name], LABELS[name]
+        s10 = ma.series.throughput_10s
+        a_thr.step(s10["t_s"], s10[col], where="post", color=c, lw=2.2, label=lab)
+        e = ma.series.errors_1s
+        a_err.plot(e["t_s"] + 0.5, e["errors"], color=c, lw=1.4, label=f"{lab} failed attempts")
+        if e["retries_per_s"].any():
+            a_err.plot(e["t_s"] + 0.5, e["retries_per_s"], color=c, lw=1.0, ls="--",
+                       label=f"{lab} retries")
+        lat = ma.series.latency_10s
+        for p, ls in (("p99", "-"), ("p50", ":")):
+            y = lat[p].where(lat[p] > 0)
+            if y.notna().any():
+                lat_drawn = True
+                a_lat.plot(lat["t_s"] + 5.0, y, color=c, ls=ls, lw=1.8, marker="o", ms=2.5,
+                           label=f"{lab} {p}")
+    a_thr.set_title("successful throughput (per 10 s)", fontsize=10)
+    a_thr.set_ylabel("ok reviews / s" if per_review else "ok requests / s")
+    a_err.set_title("errors and retries (per 1 s, symlog)", fontsize=10)
+    a_err.set_ylabel("attempts / s")
+    a_err.set_yscale("symlog", linthresh=1.0)  # a few retries/s and a burst of 20k both show
+    a_lat.set_title("latency from the intended send (per 10 s)", fontsize=10)
+    a_lat.set_ylabel("ms")
+    if lat_drawn:
+        a_lat.set_yscale("log")
+    for ax in (a_thr, a_err, a_lat):
+        _decorate_time(ax, ra, faults_label=False)
+        if ax is not a_lat:
+            ax.set_ylim(bottom=0)
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, loc="best")
+    return fig
+
+
 def fig_errors(ra: RunAnalysis) -> Figure:
     names = [n for n in MODES if n in ra.modes] or ["rest"]
     fig, axes = _figure(ra, "Errors over time by kind (failed attempts / s, per 1 s)", nrows=len(names),
@@ -140,7 +192,7 @@ def fig_errors(ra: RunAnalysis) -> Figure:
         ma = ra.modes.get(name)
         ax.set_title(LABELS[name], loc="left", fontsize=10, color=COLORS[name])
         kinds = [c for c in (ma.series.errors_1s.columns if ma else [])
-                 if c not in ("t_s", "in_window", "attempts", "errors", "error_fraction")]
+                 if c not in ERROR_SERIES_FIXED]
         if kinds:
             s = ma.series.errors_1s
             ax.stackplot(s["t_s"], *[s[k] for k in kinds], step="post", labels=kinds,
@@ -248,6 +300,7 @@ def fig_summary(ra: RunAnalysis) -> Figure:
 #: name -> (builder, what it shows); the report and notebook iterate this, in order.
 CHARTS: dict[str, Callable[[RunAnalysis], Figure | None]] = {
     "summary": fig_summary,
+    "article": fig_article,
     "throughput": fig_throughput,
     "latency": fig_latency,
     "errors": fig_errors,

@@ -457,7 +457,8 @@ def error_series(table: pd.DataFrame, window: Window, width: float = 1.0) -> pd.
     """Attempts and failed attempts per bin of ``done_s``.
 
     Columns: t_s, in_window, attempts, errors, error_fraction (errors ÷ attempts, NaN when a bin
-    has no attempt), then one column per error kind present, in errors per second.
+    has no attempt), retries_per_s (attempts > 1 by when they were due), then one column per
+    error kind present, in errors per second.
     """
     k = _bins(window, width, _t_max(table))
     out = _frame(k, window, width)
@@ -467,6 +468,11 @@ def error_series(table: pd.DataFrame, window: Window, width: float = 1.0) -> pd.
     out["errors"] = _sum_by_bin(done[err], 1.0, window, width, k).astype(int)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["error_fraction"] = np.where(out["attempts"] > 0, out["errors"] / out["attempts"], np.nan)
+    # retries: attempts after the first, per second, by when they were due (the extra load the
+    # clients put on a struggling service: the article's self-denial of service)
+    retry = table["attempt"].to_numpy() > 1
+    out["retries_per_s"] = _sum_by_bin(table["intended_s"].astype(float).to_numpy()[retry], 1.0,
+                                       window, width, k) / width
     kinds = table["error_kind"].astype(object).to_numpy()
     for kind in sorted({str(x) for x in kinds[err]}):
         sel = err & (kinds == kind)

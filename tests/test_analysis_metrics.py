@@ -148,6 +148,16 @@ def test_error_series_by_kind_over_time():
     assert list(s["timeout"]) == [0, 1, 0, 0] and list(s["refused"]) == [0, 1, 0, 0]
 
 
+def test_retries_per_second_by_when_they_were_due():
+    # request a: timed out at 0.2 s, retried at 1.4 s (attempt 2) and 2.6 s (attempt 3)
+    t = table(att("a", 0.2, ok=False, kind="timeout", lat=1.0),
+              att("a", 0.2, attempt=2, intended=1.4, ok=False, kind="timeout", lat=1.0),
+              att("a", 0.2, attempt=3, intended=2.6), att("b", 1.1))
+    s = mx.error_series(t, mx.Window(0, 4), 1.0)
+    assert list(s["retries_per_s"]) == [0, 1, 1, 0]
+    assert not mx.error_series(table(att("x", 0.5)), mx.Window(0, 2))["retries_per_s"].any()
+
+
 def test_duplicates_counted():
     t = table(att("a", 1.0, dup=1), att("b", 2.0, dup=2), att("c", 3.0))
     assert mx.mode_metrics(t, mx.Window(0, 10)).counts.duplicates == 3
