@@ -22,7 +22,7 @@ from .summary import (RunAnalysis, analyse, error_table, headline_table, latency
 
 HOW_TO_READ = """
 <p><b>How to read this.</b> Both deployments serve the same model on the same cores and receive the
-same open-loop workload; each mode is measured over its own window (after a shaded warm-up, up to the
+same workload (the scenario below), one after the other; each mode is measured over its own window (after a shaded warm-up, up to the
 dotted line). <i>Successful throughput</i> is the number of requests due in the window that got an
 answer, divided by the window's length: failed, timed-out and retried requests add nothing.
 <i>Latency</i> counts from when a request was <i>due</i> (not when the client managed to send it), so
