@@ -50,7 +50,7 @@ def test_from_dict_rejects_unknown_keys_listing_valid_ones():
     {"broker_heartbeat_interval_s": 5, "broker_session_timeout_s": 6},
     {"broker_session_timeout_s": 60, "broker_request_timeout_s": 30},
     {"topic_dlq": "requests"}, {"extra_faust": {"broker_session_timeout": 1}},
-    {"broker_max_poll_records": 0},
+    {"broker_max_poll_records": 0}, {"take_mode": "sometimes"},
 ])
 def test_invalid_settings_fail_with_a_reason(bad):
     with pytest.raises(ValueError, match="invalid stream settings"):
@@ -135,6 +135,98 @@ def test_build_app_installs_the_fetchwait_transport_and_raw_topics():
     assert app.conf.web_enabled is False
     assert app.conf.broker_session_timeout == StreamSettings().broker_session_timeout_s
     assert app.rvs_requests.get_topic_name() == "requests"
+
+
+def test_batches_default_to_take_ready_and_record_the_mode():
+    s = StreamSettings()
+    assert s.shape == "batch" and s.take_mode == "ready"
+    assert s.to_dict()["take_mode"] == "ready"
+    assert StreamSettings.from_dict(StreamSettings(take_mode="within").to_dict()).take_mode == "within"
+
+
+def _run_take(use_ready: bool, max_: int = 4, burst: int = 11) -> tuple[float, list[list[bytes]]]:
+    """A real Faust agent (test context, no broker) batching with take_ready or take_events:
+    (ms from one put to the batch being handed over at light load, batches of a burst)."""
+    import asyncio
+
+    import faust
+
+    from services.stream.take import take_ready
+
+    async def main():
+        app = faust.App(f"t-take-{uuid.uuid4().hex[:6]}", broker="kafka://127.0.0.1:1",
+                        autodiscover=False, web_enabled=False)
+        got, stamps = [], []
+
+        @app.agent()
+        async def agent(stream):
+            it = take_ready(stream, max_) if use_ready else stream.take_events(max_, within=0.05)
+            async for events in it:
+                got.append([e.value for e in events])
+                stamps.append(time.perf_counter())
+                await asyncio.sleep(0.02)
+
+        async with agent.test_context() as ctx:
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            await ctx.put(b"first", wait=False)
+            for _ in range(100):
+                if stamps:
+                    break
+                await asyncio.sleep(0.005)
+            single_ms = (stamps[0] - t0) * 1e3
+            for i in range(burst):
+                await ctx.put(str(i).encode(), wait=False)
+            for _ in range(200):
+                if sum(map(len, got)) >= burst + 1:
+                    break
+                await asyncio.sleep(0.01)
+        return single_ms, got
+
+    return asyncio.run(main())
+
+
+def test_take_ready_hands_over_at_once_and_batches_a_burst():
+    single_ms, got = _run_take(use_ready=True)
+    assert got[0] == [b"first"]
+    assert single_ms < 25, f"take_ready took {single_ms:.1f} ms for a lone event (no timer wait)"
+    rest = got[1:]
+    assert [v for b in rest for v in b] == [str(i).encode() for i in range(11)]  # order, no loss
+    assert all(1 <= len(b) <= 4 for b in rest) and max(map(len, rest)) > 1  # batched, <= max_
+    # Faust's take_events, for contrast: a lone event waits for the 50 ms timer
+    w_single_ms, _ = _run_take(use_ready=False, burst=1)
+    assert w_single_ms > single_ms
+
+
+def test_build_agent_uses_the_take_mode_setting(monkeypatch):
+    """take_mode reaches the agent: "ready" -> take_ready, "within" -> Faust's take_events."""
+    import asyncio
+
+    from services.stream import app as app_mod
+
+    calls = []
+
+    async def no_batches():
+        return
+        yield  # an empty async generator
+
+    def fake_take_ready(stream, n):
+        calls.append(("ready", n))
+        return no_batches()
+
+    class FakeStream:
+        def take_events(self, n, within):
+            calls.append(("within", n, within))
+            return no_batches()
+
+    monkeypatch.setattr(app_mod, "take_ready", fake_take_ready)
+    for mode in ("ready", "within"):
+        app = app_mod.build_app(StreamSettings(take_mode=mode, take_max=7,
+                                               bootstrap="127.0.0.1:1"),
+                                datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
+        agent = app_mod.build_agent(app, fake_predict)
+        asyncio.run(agent.fun(FakeStream()))
+    assert calls == [("ready", 7), ("within", 7, 0.01)]
 
 
 # -- the per-message logic ------------------------------------------------------------------------

@@ -44,10 +44,11 @@ def _worker(args: argparse.Namespace) -> int:
     app = build_app(settings, datadir=datadir, worker_name=args.name,
                     assignment_file=datadir / ASSIGNMENT_FILE)
     build_agent(app, model.predict_batch)
-    log.info("worker %s pid %d: %s -> %s (dlq %s), shape=%s take=%d/%.3fs produce=%s "
+    log.info("worker %s pid %d: %s -> %s (dlq %s), shape=%s take=%d/%s produce=%s "
              "fetch_max_wait_ms=%d cpus=%s", args.name, os.getpid(), settings.topic_requests,
              settings.topic_predictions, settings.topic_dlq, settings.shape, settings.take_max,
-             settings.take_within_s, settings.produce, settings.fetch_max_wait_ms,
+             settings.take_mode if settings.take_mode == "ready"
+             else f"within {settings.take_within_s:.3f}s", settings.produce, settings.fetch_max_wait_ms,
              sorted(os.sched_getaffinity(0)))
     worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False,
                     override_logging=False, workdir=str(datadir.parent))

@@ -8,8 +8,12 @@ Wire format (docs/CONTRACTS.md): request value JSON ``{"id", "text", "sent_at"}`
 prediction value ``{"id", "label", "score", "sent_at", "served_at"}`` (key = id). Topics use raw
 bytes codecs; we decode/encode with orjson ourselves (Faust's JSON codec + models cost more).
 
-Shapes: ``event`` makes one model call per event; ``batch`` uses
-``stream.take_events(take_max, within=take_within_s)`` and makes one model call per batch.
+Shapes: ``event`` makes one model call per event; ``batch`` makes one model call per batch of at
+most ``take_max`` events: with ``take_mode="ready"`` (default) a batch is whatever the stream has
+buffered as soon as it has anything (:func:`services.stream.take.take_ready`: no timer, the batch
+grows with the load); with ``take_mode="within"`` it is Faust's
+``stream.take_events(take_max, within=take_within_s)`` (a free-running timer: every event waits
+for the next tick, up to ``take_within_s``).
 
 Delivery (at-least-once): Faust acks an event when the agent body is done with it (``take_events``
 acks the whole batch after the body handled it), and its commit loop (every
@@ -37,6 +41,7 @@ from typing import Any
 import orjson
 
 from services.stream.settings import StreamSettings
+from services.stream.take import take_ready
 
 log = logging.getLogger("services.stream")
 
@@ -308,8 +313,13 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     else:
         take_max, within = s.take_max, s.take_within_s
 
+        def batches(stream: Any) -> Any:
+            if s.take_mode == "ready":
+                return take_ready(stream, take_max)
+            return stream.take_events(take_max, within=within)
+
         async def answer(stream: Any) -> None:
-            async for events in stream.take_events(take_max, within=within):
+            async for events in batches(stream):
                 try:
                     preds, dlq = process_records([to_record(e) for e in events],
                                                  predict_batch, limits)
