@@ -87,7 +87,8 @@ class Variant:
         return self.sat_batch * self.sat_clients
 
 
-def default_variants(rest_batch: int = 100, take_max: int = 256) -> list[Variant]:
+def default_variants(rest_batch: int = 100, take_max: int = 256,
+                     stream_batch: dict | None = None) -> list[Variant]:
     """The four variants of issue 9, with loads that keep a 1-core service busy on this machine.
 
     Stream loads are closed-loop clients that each produce ``sat_batch`` single-review events and
@@ -104,9 +105,10 @@ def default_variants(rest_batch: int = 100, take_max: int = 256) -> list[Variant
         Variant("stream/event", "stream", {"shape": "event"}, sat_batch=16, sat_clients=8,
                 half_batch=1, label="stream/event", note="one model call per event"),
         Variant("stream/batchN", "stream",
-                {"shape": "batch", "take_max": take_max, "take_within_s": 0.01},
+                {"shape": "batch", "take_max": take_max, **(stream_batch or {})},
                 sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}",
-                note=f"take({take_max}, within=10 ms), one model call per batch"),
+                note=f"up to {take_max} events per model call (take_mode "
+                     f"{(stream_batch or {}).get('take_mode', 'ready')})"),
     ]
 
 
@@ -712,6 +714,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma list drawn from " + ", ".join(VARIANT_NAMES))
     p.add_argument("--rest-batch", type=int, default=100, help="N of rest/batchN (default 100)")
     p.add_argument("--take-max", type=int, default=256, help="N of stream/batchN (default 256)")
+    p.add_argument("--stream-set", action="append", default=[], metavar="KEY=JSON",
+                   help="a StreamSettings override for stream/batchN, e.g. take_mode='\"within\"'")
     p.add_argument("--saturated", default="3,7,3", help="warmup,duration,drain seconds")
     p.add_argument("--half", default="2,6,3", help="warmup,duration,drain seconds")
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -734,7 +738,14 @@ def options_from_args(argv: Sequence[str]) -> Options:
     unknown = [n for n in names if n not in VARIANT_NAMES]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANT_NAMES)}")
-    by_name = {v.name: v for v in default_variants(a.rest_batch, a.take_max)}
+    extra = {}
+    for item in a.stream_set:
+        key, _, raw = item.partition("=")
+        try:
+            extra[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            extra[key] = raw
+    by_name = {v.name: v for v in default_variants(a.rest_batch, a.take_max, extra)}
     return Options(results=a.results,
                    placement=Placement.default(a.service_cpus, a.driver_cpus, a.broker_cpus),
                    variants=[by_name[n] for n in names], saturated=_phase(a.saturated),

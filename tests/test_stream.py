@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_settings_defaults_are_valid_and_small_fetch_wait():
     s = StreamSettings()
     assert s.fetch_max_wait_ms < 100 < FAUST_FETCH_MAX_WAIT_MS
-    assert s.partitions >= 1 and s.shape in ("event", "batch")
+    assert s.partitions == 0 and s.shape in ("event", "batch")  # 0 = one per worker
     assert s.broker_heartbeat_interval_s * 3 <= s.broker_session_timeout_s <= 10
 
 
@@ -44,7 +44,7 @@ def test_from_dict_rejects_unknown_keys_listing_valid_ones():
 
 
 @pytest.mark.parametrize("bad", [
-    {"shape": "micro"}, {"partitions": 0}, {"workers": 5, "partitions": 4}, {"workers": -1},
+    {"shape": "micro"}, {"partitions": -1}, {"workers": 5, "partitions": 4}, {"workers": -1},
     {"take_within_s": 0}, {"take_max": 0}, {"fetch_max_wait_ms": -1}, {"acks": 2},
     {"compression": "brotli"}, {"processing_guarantee": "maybe"}, {"produce": "yolo"},
     {"broker_heartbeat_interval_s": 5, "broker_session_timeout_s": 6},
@@ -63,10 +63,16 @@ def test_settings_normalise_and_resolve_workers():
     assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(4) == 3
     assert StreamSettings().resolved(3).workers == 2
     assert StreamSettings(workers=2).resolved(8).workers == 2
+    # partitions follow the workers unless set; set ones are kept (and must cover the workers)
+    assert StreamSettings().resolved(3).partitions == 2
+    assert StreamSettings(workers=3).resolved(1).partitions == 3
+    assert StreamSettings(partitions=6).resolved(3).partitions == 6
+    assert StreamSettings().resolved(3).topics() == {"requests": 2, "predictions": 2,
+                                                     "requests.dlq": 2}
 
 
 def test_to_dict_has_every_effective_setting_and_round_trips():
-    s = StreamSettings(shape="event", fetch_max_wait_ms=7, workers=1)
+    s = StreamSettings(shape="event", fetch_max_wait_ms=7, workers=1, partitions=4)
     d = s.to_dict()
     json.dumps(d)  # meta.json material
     for f in StreamSettings.field_names():
@@ -137,11 +143,11 @@ def test_build_app_installs_the_fetchwait_transport_and_raw_topics():
     assert app.rvs_requests.get_topic_name() == "requests"
 
 
-def test_batches_default_to_take_ready_and_record_the_mode():
+def test_batches_default_to_faust_take_within_and_record_the_mode():
     s = StreamSettings()
-    assert s.shape == "batch" and s.take_mode == "ready"
-    assert s.to_dict()["take_mode"] == "ready"
-    assert StreamSettings.from_dict(StreamSettings(take_mode="within").to_dict()).take_mode == "within"
+    assert s.shape == "batch" and s.take_mode == "within" and s.take_within_s == 0.005
+    assert s.to_dict()["take_mode"] == "within"
+    assert StreamSettings.from_dict(StreamSettings(take_mode="ready").to_dict()).take_mode == "ready"
 
 
 def _run_take(use_ready: bool, max_: int = 4, burst: int = 11) -> tuple[float, list[list[bytes]]]:
@@ -226,7 +232,7 @@ def test_build_agent_uses_the_take_mode_setting(monkeypatch):
                                 datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
         agent = app_mod.build_agent(app, fake_predict)
         asyncio.run(agent.fun(FakeStream()))
-    assert calls == [("ready", 7), ("within", 7, 0.01)]
+    assert calls == [("ready", 7), ("within", 7, 0.005)]
 
 
 # -- the per-message logic ------------------------------------------------------------------------

@@ -213,6 +213,7 @@ def build_app(settings: StreamSettings, *, datadir: Path | str | None = None,
 
     from services.stream import fetchwait  # noqa: PLC0415
 
+    settings = settings.resolved()  # no-op for a worker (its settings file is resolved already)
     kwargs = settings.faust_settings()
     app = faust.App(
         settings.app_id,
