@@ -233,6 +233,8 @@ def driver_argv(dep, scenario_file: str | Path, out: Path, run_id: str) -> list[
     argv += ["--url", dep.url] if dep.mode == "rest" else ["--bootstrap", dep.bootstrap]
     if dep.mode == "stream" and dep.topics:
         argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
+    if (dep.settings or {}).get("external"):
+        argv.append("--allow-remote")  # compose service names (nginx, kafka) are not loopback
     return argv
 
 

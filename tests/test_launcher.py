@@ -144,3 +144,17 @@ def test_attach_to_an_absent_rest_deployment_is_one_clear_line():
     assert "healthz" in str(e.value) and "make up" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError), attach("stream"):
         pass
+
+
+def test_driver_command_for_an_attached_deployment_allows_remote_addresses(tmp_path):
+    from bench.run import driver_argv
+    from services.launcher import Deployment
+
+    local = Deployment(mode="rest", url="http://127.0.0.1:1", settings={"processes": 1})
+    external = Deployment(mode="stream", bootstrap="kafka:9092",
+                          topics={"requests": "requests", "predictions": "predictions"},
+                          settings={"external": True})
+    assert "--allow-remote" not in driver_argv(local, "s.yaml", tmp_path, "r")
+    argv = driver_argv(external, "s.yaml", tmp_path, "r")
+    assert "--allow-remote" in argv and argv[argv.index("--bootstrap") + 1] == "kafka:9092"
+    assert argv[argv.index("--topics") + 1] == "requests,predictions"
