@@ -741,3 +741,65 @@ def cpu_means(cpu_roles: pd.DataFrame, window: Window) -> dict[str, float | None
         return {}
     w = cpu_roles[(cpu_roles["t_s"] >= window.start) & (cpu_roles["t_s"] < window.end)]
     return {c: (_none(w[c].mean()) if len(w) else None) for c in cpu_roles.columns if c != "t_s"}
+
+
+# --------------------------------------------------------------------------------------------
+# Rate steps (the sweep): a throughput-latency curve and the maximum sustainable throughput
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    start_s: float
+    end_s: float
+    offered_per_s: float          # the scenario's rate for this step (operations / s)
+    requests: int                 # requests due in the step
+    ok: int
+    ok_per_s: float
+    reviews_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    error_rate: float | None
+    sustainable: bool             # p99 within the SLO and error rate below its bound
+
+
+def rate_steps(scenario: Mapping[str, Any] | None) -> list[tuple[float, float]]:
+    """``[(at_s, ops_per_s), ...]`` of an open-loop ``steps`` scenario (as in meta.json), else []."""
+    rate = (((scenario or {}).get("arrival") or {}).get("open") or {}).get("rate") or {}
+    if rate.get("shape") != "steps":
+        return []
+    return [(float(at), float(r)) for at, r in rate.get("steps") or []]
+
+
+def step_metrics(table: pd.DataFrame, steps: Sequence[tuple[float, float]], end_s: float, *,
+                 slo_p99_ms: float | None, max_error_rate: float | None) -> list[Step]:
+    """Per rate step: what was offered, served and how fast, judged against the SLO.
+
+    A request belongs to the step in which it was *due* (its first attempt's intended time), so a
+    step that falls behind is charged with the latency of the queue it built. A step is
+    sustainable when it had requests, its error rate is below ``max_error_rate`` (default 1 %)
+    and its p99 (open loop) is within ``slo_p99_ms`` (no bound when None).
+    """
+    req = requests_of(table)
+    max_err = 0.01 if max_error_rate is None else float(max_error_rate)
+    out: list[Step] = []
+    for i, (at, rate) in enumerate(steps):
+        hi = steps[i + 1][0] if i + 1 < len(steps) else end_s
+        if hi <= at:
+            continue
+        sel = req[(req["request_intended_s"] >= at) & (req["request_intended_s"] < hi)] \
+            if len(req) else req
+        n, ok = int(len(sel)), int(sel["ok"].astype(bool).sum()) if len(sel) else 0
+        dur = hi - at
+        reviews = float(sel.loc[sel["ok"].astype(bool), "batch_size"].sum()) if n else 0.0
+        p = percentiles(latencies_ms(sel, "open"))
+        err = (n - ok) / n if n else None
+        good = (n > 0 and err is not None and err < max_err
+                and (slo_p99_ms is None or (p.p99 is not None and p.p99 <= slo_p99_ms)))
+        out.append(Step(at, hi, rate, n, ok, ok / dur, reviews / dur, p.p50, p.p99, err, good))
+    return out
+
+
+def max_sustainable(steps: Sequence[Step]) -> Step | None:
+    """The highest-rate step that met the SLO (None when none did)."""
+    good = [s for s in steps if s.sustainable]
+    return max(good, key=lambda s: s.offered_per_s) if good else None

@@ -18,7 +18,7 @@ import pandas as pd
 from . import charts
 from .rundir import MODES, load_run
 from .summary import (RunAnalysis, analyse, error_table, headline_table, latency_table,
-                      recovery_table, status_line, write_summary)
+                      recovery_table, status_line, sweep_table, write_summary)
 
 HOW_TO_READ = """
 <p><b>How to read this.</b> Both deployments serve the same model on the same cores and receive the
@@ -128,6 +128,9 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
               "<h2>Errors by kind</h2>", _df_html(error_table(summary), "no errors"),
               "<h2>Recovery after faults</h2>",
               _df_html(recovery_table(summary), "no fault was injected in this run")]
+    sweep = sweep_table(summary)
+    if len(sweep):
+        parts += ["<h2>Rate steps: maximum sustainable throughput</h2>", _df_html(sweep, "")]
     parts.append("<h2>Modes: windows and settings</h2>")
     for name in MODES:
         ma = ra.modes.get(name)

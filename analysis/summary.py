@@ -120,13 +120,63 @@ def fault_summaries(ma: ModeAnalysis) -> list[dict[str, Any]]:
     return out
 
 
+def sweep_summary(ma: ModeAnalysis, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """For a rate-steps scenario: each step against the SLO and the maximum sustainable
+    throughput, with its efficiency against the run's ceiling; None for other scenarios."""
+    sc = meta.get("scenario") or {}
+    steps = mx.rate_steps(sc)
+    if not steps:
+        return None
+    slo = sc.get("slo") or {}
+    w = ma.data.window
+    rows = mx.step_metrics(ma.data.table, steps, w.warmup_s + w.duration_s,
+                           slo_p99_ms=slo.get("p99_ms"), max_error_rate=slo.get("max_error_rate"))
+    best = mx.max_sustainable(rows)
+    ceiling = ma.metrics.ceiling
+    return {
+        "slo": {"p99_ms": slo.get("p99_ms"), "max_error_rate": slo.get("max_error_rate", 0.01)},
+        "steps": [mx.jsonable(r) for r in rows],
+        "max_sustainable_ops_per_s": best.offered_per_s if best else None,
+        "max_sustainable_ok_per_s": best.ok_per_s if best else None,
+        "max_sustainable_reviews_per_s": best.reviews_per_s if best else None,
+        "efficiency_at_max": mx.efficiency(best.reviews_per_s, ceiling) if best else None,
+    }
+
+
+def sweep_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Rate steps of both modes side by side (empty unless the scenario had steps)."""
+    rows = []
+    for name in MODES:
+        sw = ((summary.get("modes") or {}).get(name) or {}).get("sweep")
+        for st in (sw or {}).get("steps") or []:
+            rows.append({"mode": name, "offered (req/s)": fmt(st["offered_per_s"], "{:,.0f}"),
+                         "ok (req/s)": fmt(st["ok_per_s"], "{:,.1f}"),
+                         "p50 (ms)": fmt(st["p50_ms"], "{:,.1f}"),
+                         "p99 (ms)": fmt(st["p99_ms"], "{:,.1f}"),
+                         "errors": fmt(None if st["error_rate"] is None else 100 * st["error_rate"],
+                                       "{:.2f}%"),
+                         "within SLO": "yes" if st["sustainable"] else "no"})
+        if sw:
+            rows.append({"mode": name, "offered (req/s)": "max sustainable",
+                         "ok (req/s)": fmt(sw["max_sustainable_ok_per_s"], "{:,.1f}"),
+                         "p50 (ms)": "", "p99 (ms)": "",
+                         "errors": "efficiency " + fmt(sw["efficiency_at_max"], "{:.1%}"),
+                         "within SLO": ""})
+    return pd.DataFrame(rows)
+
+
 def build_summary(ra: RunAnalysis) -> dict[str, Any]:
     """summary.json: {scenario, complete, modes: {rest: M|null, stream: M|null}, ratios, ...extras}."""
     run = ra.run
+    modes = {name: (mode_summary(ra.modes[name]) if name in ra.modes else None) for name in MODES}
+    for name, ma in ra.modes.items():
+        sweep = sweep_summary(ma, run.meta)
+        if sweep is not None:
+            modes[name]["sweep"] = sweep
     return mx.jsonable({
         "scenario": run.scenario_name,
         "complete": run.complete,
-        "modes": {name: (mode_summary(ra.modes[name]) if name in ra.modes else None) for name in MODES},
+        "modes": modes,
         "ratios": ra.ratios,
         # extras
         "run_id": run.run_id,
@@ -283,6 +333,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                   "median ok req/s; lost / retried / duplicated = requests around the fault):", "",
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for _, row in faults.iterrows():
+            lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    sweep = sweep_table(summary)
+    if len(sweep):
+        cols = list(sweep.columns)
+        lines += ["", "Rate steps (a step is within the SLO when its p99 and error rate are):", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for _, row in sweep.iterrows():
             lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
     notes = summary.get("notes") or []
     if notes:

@@ -323,3 +323,29 @@ def test_cpu_roles_and_window_mean():
 
 def test_jsonable_turns_nan_into_none():
     assert mx.jsonable({"a": np.float64("nan"), "b": [np.int32(3), math.inf]}) == {"a": None, "b": [3, None]}
+
+
+def test_rate_steps_and_maximum_sustainable_throughput():
+    assert mx.rate_steps({"arrival": {"open": {"rate": {"shape": "constant", "ops_per_s": 5}}}}) == []
+    steps = mx.rate_steps({"arrival": {"open": {"rate": {"shape": "steps",
+                                                         "steps": [[0, 2], [10, 4], [20, 8]]}}}})
+    assert steps == [(0.0, 2.0), (10.0, 4.0), (20.0, 8.0)]
+    rows = []
+    for i in range(20):   # step 1: 2 req/s, 10 ms each
+        rows.append(att(f"a{i}", i * 0.5, lat=0.010))
+    for i in range(40):   # step 2: 4 req/s, 100 ms each (p99 over a 50 ms SLO)
+        rows.append(att(f"b{i}", 10 + i * 0.25, lat=0.100))
+    for i in range(80):   # step 3: 8 req/s, fast but 1 in 10 fails (over a 1 % error bound)
+        rows.append(att(f"c{i}", 20 + i * 0.125, lat=0.005, ok=i % 10 != 0))
+    st = mx.step_metrics(table(*rows), steps, 30.0, slo_p99_ms=50, max_error_rate=0.01)
+    assert [s.requests for s in st] == [20, 40, 80] and [s.ok for s in st] == [20, 40, 72]
+    assert st[0].ok_per_s == approx(2.0) and st[2].ok_per_s == approx(7.2)
+    assert st[1].p99_ms == approx(100.0) and st[2].error_rate == approx(0.1)
+    assert [s.sustainable for s in st] == [True, False, False]
+    assert mx.max_sustainable(st).offered_per_s == 2.0
+    # without a latency bound the second step is fine; no step at all is None
+    st2 = mx.step_metrics(table(*rows), steps, 30.0, slo_p99_ms=None, max_error_rate=0.01)
+    assert mx.max_sustainable(st2).offered_per_s == 4.0
+    empty = mx.step_metrics(table(att("late", 99.0)), steps, 30.0, slo_p99_ms=50,
+                            max_error_rate=0.01)   # no request due in any step
+    assert [s.requests for s in empty] == [0, 0, 0] and mx.max_sustainable(empty) is None
