@@ -6,7 +6,7 @@ machine (processes, the effective listen backlog) so that ``to_dict()`` of the r
 what ran and can go into meta.json.
 
 Why the defaults are what they are (measured on a 2-core machine, service pinned to core 0, load
-generator on core 1; see services/rest/bench.py and the README of this package):
+generator on core 1, with ``python -m services.rest.bench``):
 
 - ``uwsgi_socket="unix"``: a unix socket in the run dir instead of TCP on loopback. nginx opens one
   new upstream connection per request (see ``upstream_keepalive``), so connection set-up is paid
@@ -26,7 +26,8 @@ generator on core 1; see services/rest/bench.py and the README of this package):
   upstream block is accepted but keeps nothing open. It stays a knob so that this can be shown.
 - ``access_log=False`` / ``request_log=False``: one log line per request costs CPU on the very
   cores being measured; 5xx are still logged by uWSGI (log-5xx).
-- ``lazy_apps=True``: each worker loads the model after fork (see README for the measurement).
+- ``lazy_apps=True``: each worker loads the model itself, after fork (the launcher waits for
+  every worker's ready marker).
 """
 
 from __future__ import annotations

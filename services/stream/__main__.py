@@ -27,7 +27,6 @@ def _worker(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
     log = logging.getLogger("services.stream")
 
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     t0 = time.perf_counter()
     from services.model import load_model  # the real model, loaded once per worker process
 

@@ -4,8 +4,8 @@
 consumer fetch wait that Faust itself hard-codes (see services/stream/fetchwait.py) and the
 Faust settings derived from ours (``faust_settings()``), so a run says exactly what ran.
 
-Defaults were chosen by measurement (``python -m services.stream.measure``; figures in
-services/stream/README.md). The ones that matter most:
+Defaults were chosen by measurement (``python -m services.stream.measure``, ``make ceiling``; the
+table of what was tried is in the README, "Both deployments at their best"). The ones that matter:
 
 * ``fetch_max_wait_ms=10``: Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``; on Tansu an
   empty fetch is held for the whole wait even when data arrives meanwhile, so at light load a
@@ -97,9 +97,6 @@ class StreamSettings:
     web_enabled: bool = False              # Faust's web server; bound to 127.0.0.1 when enabled
     web_port: int = 0                      # 0 = a free port per worker
     log_level: str = "INFO"
-    gil_switch_interval_ms: float = 5.0    # sys.setswitchinterval of the worker (Python: 5 ms);
-                                           # Faust's consumer runs in a second thread that needs
-                                           # the GIL between the agent's model calls
     extra_faust: Mapping[str, Any] = field(default_factory=dict)  # any other faust.App setting
 
     # -- validation -------------------------------------------------------------------------------
