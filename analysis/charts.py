@@ -186,25 +186,22 @@ def fig_article(ra: RunAnalysis) -> Figure:
 
 def fig_sweep(ra: RunAnalysis) -> Figure | None:
     """Rate-steps scenarios only: served vs offered rate, and p99 per step, with the SLO."""
-    sc = ra.run.meta.get("scenario") or {}
-    steps = mx.rate_steps(sc)
-    if not steps:
+    if not any(ma.steps for ma in ra.modes.values()):
         return None
-    slo = sc.get("slo") or {}
+    slo = (ra.run.meta.get("scenario") or {}).get("slo") or {}
     fig, axes = _figure(ra, "Throughput-latency curve (rate steps)", ncols=2, size=(12, 4.4))
     a_thr, a_lat = axes[0]
+    hi = 0.0
     for name, ma in ra.modes.items():
-        w = ma.data.window
-        rows = mx.step_metrics(ma.data.table, steps, w.warmup_s + w.duration_s,
-                               slo_p99_ms=slo.get("p99_ms"), max_error_rate=slo.get("max_error_rate"))
+        rows = ma.steps or []
         x = [r.offered_per_s for r in rows]
+        hi = max([hi, *x])
         best = mx.max_sustainable(rows)
         a_thr.plot(x, [r.ok_per_s for r in rows], color=COLORS[name], marker="o",
                    label=f"{LABELS[name]} (max sustainable "
                          f"{'none' if best is None else f'{best.offered_per_s:,.0f}'} req/s)")
         a_lat.plot(x, [r.p99_ms if r.p99_ms else np.nan for r in rows], color=COLORS[name],
                    marker="o", label=f"{LABELS[name]} p99")
-    hi = max(r for _, r in steps)
     a_thr.plot([0, hi], [0, hi], color="#999999", ls=":", lw=1, label="served = offered")
     a_thr.set_xlabel("offered (requests / s)")
     a_thr.set_ylabel("served ok (requests / s)")

@@ -25,6 +25,7 @@ class ModeAnalysis:
     series: mx.ModeSeries
     cpu: pd.DataFrame              # t_s + one column per role (service/broker/driver), CPU %
     cpu_mean: dict[str, float | None]
+    steps: list[mx.Step] | None = None   # rate-steps scenarios only: each step against the SLO
 
 
 @dataclass
@@ -49,6 +50,15 @@ def analyse_mode(data: ModeData) -> ModeAnalysis:
 
 def analyse(run: Run) -> RunAnalysis:
     modes = {name: analyse_mode(d) for name, d in run.modes.items()}
+    sc = run.meta.get("scenario") or {}
+    steps = mx.rate_steps(sc)
+    if steps:
+        slo = sc.get("slo") or {}
+        for ma in modes.values():
+            w = ma.data.window
+            ma.steps = mx.step_metrics(ma.data.table, steps, w.warmup_s + w.duration_s,
+                                       slo_p99_ms=slo.get("p99_ms"),
+                                       max_error_rate=slo.get("max_error_rate"))
     r, s = modes.get("rest"), modes.get("stream")
     return RunAnalysis(run, modes, mx.ratios(r.metrics if r else None, s.metrics if s else None))
 
@@ -123,23 +133,17 @@ def fault_summaries(ma: ModeAnalysis) -> list[dict[str, Any]]:
 def sweep_summary(ma: ModeAnalysis, meta: dict[str, Any]) -> dict[str, Any] | None:
     """For a rate-steps scenario: each step against the SLO and the maximum sustainable
     throughput, with its efficiency against the run's ceiling; None for other scenarios."""
-    sc = meta.get("scenario") or {}
-    steps = mx.rate_steps(sc)
-    if not steps:
+    if ma.steps is None:
         return None
-    slo = sc.get("slo") or {}
-    w = ma.data.window
-    rows = mx.step_metrics(ma.data.table, steps, w.warmup_s + w.duration_s,
-                           slo_p99_ms=slo.get("p99_ms"), max_error_rate=slo.get("max_error_rate"))
-    best = mx.max_sustainable(rows)
-    ceiling = ma.metrics.ceiling
+    slo = (meta.get("scenario") or {}).get("slo") or {}
+    best = mx.max_sustainable(ma.steps)
     return {
         "slo": {"p99_ms": slo.get("p99_ms"), "max_error_rate": slo.get("max_error_rate", 0.01)},
-        "steps": [mx.jsonable(r) for r in rows],
+        "steps": [mx.jsonable(r) for r in ma.steps],
         "max_sustainable_ops_per_s": best.offered_per_s if best else None,
         "max_sustainable_ok_per_s": best.ok_per_s if best else None,
         "max_sustainable_reviews_per_s": best.reviews_per_s if best else None,
-        "efficiency_at_max": mx.efficiency(best.reviews_per_s, ceiling) if best else None,
+        "efficiency_at_max": mx.efficiency(best.reviews_per_s, ma.metrics.ceiling) if best else None,
     }
 
 
