@@ -137,3 +137,22 @@ def test_degenerate_run_still_reports(tmp_path):
     assert s["modes"]["stream"]["sent"] == 0 and s["modes"]["stream"]["latency_ms"]["p99"] is None
     assert s["ratios"]["successful_throughput"] is None
     assert "latency" in files.charts and files.report.stat().st_size > 10_000
+
+
+def test_rate_steps_scenario_gets_its_table_chart_and_maximum(tmp_path):
+    """The fixture's constant 40 req/s described as two steps: the first step (load the fixture
+    serves cleanly) must be sustainable for both modes, and the report must show it."""
+    d = make_run(tmp_path / "20250101T000000Z-steps", scenario="steps", rest_degrade_after_s=1e9)
+    meta = json.loads((d / "meta.json").read_text())
+    meta["scenario"] = {"name": "steps", "slo": {"p99_ms": 10_000, "max_error_rate": 0.5},
+                        "arrival": {"open": {"rate": {"shape": "steps",
+                                                      "steps": [[0, 40], [60, 40]]}}}}
+    (d / "meta.json").write_text(json.dumps(meta))
+    files = build_report(d)
+    for mode in ("rest", "stream"):
+        sw = files.summary["modes"][mode]["sweep"]
+        assert [s["offered_per_s"] for s in sw["steps"]] == [40.0, 40.0]
+        assert sw["max_sustainable_ops_per_s"] == 40.0 and sw["efficiency_at_max"] > 0
+    assert (d / "charts" / "sweep.png").stat().st_size > 5000
+    assert "Rate steps" in (d / "report.html").read_text()
+    assert "max sustainable" in (d / "summary.md").read_text()
