@@ -48,7 +48,6 @@ def segments(rate: Rate, horizon_s: float) -> list[Segment]:
     H = float(horizon_s)
     if H <= 0:
         return []
-    knots: list[tuple[float, float, float]]  # (t0, r0, r1-at-next) built per shape
     if isinstance(rate, RateConstant):
         return [Segment(0.0, H, rate.ops_per_s, rate.ops_per_s)]
     if isinstance(rate, RateSteps):

@@ -17,14 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_DIR = Path(os.environ.get("RVS_MODEL_DIR") or REPO / "var" / "model")
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.stack import REPO, needs_model  # noqa: E402
 
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.skipif(not (MODEL_DIR / "model.json").exists(),
-                       reason=f"no trained model in {MODEL_DIR} (run `make model` first)"),
-]
+pytestmark = [pytest.mark.stack, needs_model]
 
 
 def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -15,30 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from loadgen import record
 from loadgen.noop import StreamEcho
 from services import procs
 
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.stack import REPO, write_scenario  # noqa: E402
+
 pytestmark = pytest.mark.stack
-REPO = Path(__file__).resolve().parent.parent
 
 
-def scenario(tmp_path: Path, name: str, *, arrival=None, timing=None, client=None,
-             batch_size: int = 1) -> Path:
-    doc = {
-        "name": name, "description": "test",
-        "payload": {"source": "synthetic", "sample": 50, "seed": 1, "text_bytes": 300},
-        "workload": {"batch_size": batch_size},
-        "arrival": arrival or {"open": {"process": "poisson", "seed": 3,
-                                        "rate": {"shape": "constant", "ops_per_s": 200}}},
-        "timing": timing or {"warmup_s": 0.5, "duration_s": 2, "drain_s": 2},
-        "client": client or {"timeout_s": 2, "retry": {"policy": "none"}},
-    }
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+def scenario(tmp_path: Path, name: str, **kw) -> Path:
+    return write_scenario(tmp_path, name, **{"ops_per_s": 200, "text_bytes": 300, **kw})
 
 
 def argv(scen, bootstrap, out, run_id, topics, *extra):

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from services.rest.app import create_app
 from services.rest.config import render, render_nginx_conf
 from services.rest.settings import RestSettings, SettingsError, parse_size
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.stack import needs_model  # noqa: E402
 
 
 class FakePredictor:
@@ -354,10 +356,6 @@ def test_nginx_conf_never_binds_beyond_the_host(tmp_path):
 
 # -- the real stack ------------------------------------------------------------------------------
 
-def _model_dir() -> Path:
-    return Path(os.environ.get("RVS_MODEL_DIR", REPO / "var" / "model"))
-
-
 def _raw(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
     """Send raw bytes, read the answer (status, body) with http.client's parser."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -375,14 +373,13 @@ def _post(conn: http.client.HTTPConnection, body: bytes, headers: dict | None = 
 
 
 @pytest.mark.stack
+@needs_model
 def test_stack_real_model_through_nginx_and_uwsgi(tmp_path):
     import psutil
 
     from services.procs import Supervisor, group_alive
     from services.rest.launch import start
 
-    if not (_model_dir().exists() and any(_model_dir().iterdir())):
-        pytest.skip(f"no trained model in {_model_dir()} (train it first: the suite's model step)")
     settings = RestSettings(processes=2, client_max_body_size="1m", max_batch=100)
     cpus = sorted(os.sched_getaffinity(0))[:1]
     with Supervisor(tmp_path / "logs") as sup:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +26,8 @@ from services.stream.app import (
 )
 from services.stream.settings import FAUST_FETCH_MAX_WAIT_MS, StreamSettings, default_workers
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures.stack import needs_model  # noqa: E402
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -352,13 +354,6 @@ def test_assignment_completeness_rule():
 
 
 # -- the real stack -------------------------------------------------------------------------------
-def _model_dir() -> Path:
-    return Path(os.environ.get("RVS_MODEL_DIR") or REPO / "var" / "model")
-
-
-needs_model = pytest.mark.skipif(
-    not (_model_dir() / "model.json").exists() and not os.environ.get("RVS_MODEL"),
-    reason=f"no trained model in {_model_dir()} (run `make model` first)")
 
 
 @pytest.fixture(scope="module")
