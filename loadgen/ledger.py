@@ -264,3 +264,29 @@ def validity(lateness: dict, saturated: int, *, p99_bound_s: float, max_bound_s:
     if mx is not None and mx > max_bound_s:
         reasons.append(f"send lateness max {mx * 1e3:.0f} ms > bound {max_bound_s * 1e3:.0f} ms")
     return (not reasons), reasons
+
+
+def driver_record(*, mode: str, run_id: str, scenario: str, clock: Clock, stop_s: float,
+                  interrupted: list, lateness: dict, saturated: int, p99_bound_s: float,
+                  max_lateness_s: float | None, settings: dict,
+                  extra: list[str] | None = None) -> dict:
+    """The part of driver.json both drivers share: times, completeness, validity, settings.
+
+    ``max_lateness_s`` None = closed loop: send lateness does not apply (clients send when
+    their previous operation is done), only ``extra`` reasons and an interruption count.
+    """
+    extra = list(extra or [])
+    if interrupted:
+        extra.append(f"interrupted by signal {interrupted[0]}")
+    if max_lateness_s is None:
+        valid, reasons = (not extra), extra
+    else:
+        valid, reasons = validity(lateness, saturated, p99_bound_s=p99_bound_s,
+                                  max_bound_s=max_lateness_s, extra=extra)
+    return {
+        "mode": mode, "run_id": run_id, "scenario": scenario,
+        "t0_epoch": clock.t0_epoch, "end_epoch": clock.epoch(stop_s), "stop_s": stop_s,
+        "complete": not interrupted, "interrupted": bool(interrupted),
+        "valid": valid, "invalid_reasons": reasons,
+        "settings": {**settings, "lateness_p99_bound_s": p99_bound_s},
+    }

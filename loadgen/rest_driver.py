@@ -442,24 +442,15 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         raise L.AccountingError(f"plan has {len(run.plan)} requests, table {counts['requests']}")
     late = L.dist(run.lateness)
     arr = scenario.arrival
-    max_late = arr.max_lateness_s if isinstance(arr, OpenArrival) else float("inf")
     xcheck = run.locust_crosscheck(df)
-    extra = []
-    if not xcheck["match"]:
-        extra.append(f"Locust counted {xcheck['locust']} but the table says {xcheck['ours']}")
-    if interrupted:
-        extra.append(f"interrupted by signal {interrupted[0]}")
-    if isinstance(arr, OpenArrival):
-        valid, reasons = L.validity(late, run.saturated, p99_bound_s=lateness_p99_bound_s,
-                                    max_bound_s=max_late, extra=extra)
-    else:
-        valid, reasons = (not extra), extra
+    extra = [] if xcheck["match"] else \
+        [f"Locust counted {xcheck['locust']} but the table says {xcheck['ours']}"]
     driver = {
-        "mode": "rest", "run_id": run_id, "scenario": scenario.name,
-        "t0_epoch": run.clock.t0_epoch, "end_epoch": run.clock.epoch(stop_s), "stop_s": stop_s,
-        "complete": not interrupted, "interrupted": bool(interrupted),
-        "valid": valid, "invalid_reasons": reasons,
-        "settings": {**run.settings(), "lateness_p99_bound_s": lateness_p99_bound_s},
+        **L.driver_record(mode="rest", run_id=run_id, scenario=scenario.name, clock=run.clock,
+                          stop_s=stop_s, interrupted=interrupted, lateness=late,
+                          saturated=run.saturated, p99_bound_s=lateness_p99_bound_s,
+                          max_lateness_s=arr.max_lateness_s if isinstance(arr, OpenArrival)
+                          else None, settings=run.settings(), extra=extra),
         "counts": counts,
         "lateness_s": late,
         "dispatch_lag_s": L.dist(run.dispatch_lag),
@@ -474,7 +465,7 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
     L.write_outputs(Path(out), df, driver)
     if not quiet:
         L.emit({"event": "final", "mode": "rest", "sent": counts["requests"], "ok": counts["ok"],
-                "failed": counts["failed"], "attempts": counts["attempts"], "valid": valid,
-                "invalid_reasons": reasons, "lateness_p99_s": late["p99"],
+                "failed": counts["failed"], "attempts": counts["attempts"], "valid": driver["valid"],
+                "invalid_reasons": driver["invalid_reasons"], "lateness_p99_s": late["p99"],
                 "cpu_percent": driver["cpu"]["percent_mean"], "out": str(out)})
     return driver

@@ -592,20 +592,14 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
         L.progress(stop_s, "done", counts["requests"], counts["ok"], counts["failed"], 0)
     late = L.dist(run.lateness)
     arr = scenario.arrival
-    extra = [f"interrupted by signal {interrupted[0]}"] if interrupted else []
-    if isinstance(arr, OpenArrival):
-        valid, reasons = L.validity(late, run.saturated, p99_bound_s=lateness_p99_bound_s,
-                                    max_bound_s=arr.max_lateness_s, extra=extra)
-    else:
-        valid, reasons = (not extra), extra
     ct = run.consumer_thread
     answered = df["done_s"] - df["request_intended_s"]
     driver = {
-        "mode": "stream", "run_id": run_id, "scenario": scenario.name,
-        "t0_epoch": run.clock.t0_epoch, "end_epoch": run.clock.epoch(stop_s), "stop_s": stop_s,
-        "complete": not interrupted, "interrupted": bool(interrupted),
-        "valid": valid, "invalid_reasons": reasons,
-        "settings": {**run.settings(), "lateness_p99_bound_s": lateness_p99_bound_s},
+        **L.driver_record(mode="stream", run_id=run_id, scenario=scenario.name, clock=run.clock,
+                          stop_s=stop_s, interrupted=interrupted, lateness=late,
+                          saturated=run.saturated, p99_bound_s=lateness_p99_bound_s,
+                          max_lateness_s=arr.max_lateness_s if isinstance(arr, OpenArrival)
+                          else None, settings=run.settings()),
         "counts": {**counts, "operations": run.n_ops, "foreign_answers": run.foreign,
                    "answers_after_failure": run.after_failure,
                    "late_answers": int((df["error_kind"] == "timeout").sum()),
@@ -625,7 +619,8 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
     if not quiet:
         L.emit({"event": "final", "mode": "stream", "sent": counts["requests"],
                 "ok": counts["ok"], "failed": counts["failed"], "attempts": counts["attempts"],
-                "duplicates": counts["duplicates"], "valid": valid, "invalid_reasons": reasons,
+                "duplicates": counts["duplicates"], "valid": driver["valid"],
+                "invalid_reasons": driver["invalid_reasons"],
                 "lateness_p99_s": late["p99"], "cpu_percent": driver["cpu"]["percent_mean"],
                 "out": str(out)})
     return driver

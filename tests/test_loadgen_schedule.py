@@ -168,3 +168,27 @@ def test_answer_checks():
     assert check_stream_answer(b'{"id":"a","label":1,"score":0.5}')
     assert not check_stream_answer(b'{"id":"a","text":"x"}')
     assert not check_stream_answer(None)
+
+
+def test_driver_record_validity_open_and_closed_loop():
+    from loadgen import ledger as L
+
+    clock = L.Clock()
+    common = dict(mode="rest", run_id="r", scenario="s", clock=clock, stop_s=2.0,
+                  settings={"x": 1}, p99_bound_s=0.02)
+    late_ok = {"p99": 0.001, "max": 0.005}
+    late_bad = {"p99": 0.05, "max": 2.0}
+    d = L.driver_record(**common, interrupted=[], lateness=late_ok, saturated=0, max_lateness_s=1.0)
+    assert d["valid"] and d["complete"] and d["invalid_reasons"] == []
+    assert d["settings"] == {"x": 1, "lateness_p99_bound_s": 0.02}
+    assert d["end_epoch"] == clock.epoch(2.0) and d["t0_epoch"] == clock.t0_epoch
+    bad = L.driver_record(**common, interrupted=[], lateness=late_bad, saturated=3, max_lateness_s=1.0)
+    assert not bad["valid"] and len(bad["invalid_reasons"]) == 3   # saturated, p99, max
+    # closed loop: lateness does not apply; an interruption and extra reasons still do
+    closed = L.driver_record(**common, interrupted=[], lateness=late_bad, saturated=0,
+                             max_lateness_s=None)
+    assert closed["valid"]
+    cut = L.driver_record(**common, interrupted=[15], lateness=late_ok, saturated=0,
+                          max_lateness_s=None, extra=["Locust disagrees"])
+    assert not cut["valid"] and not cut["complete"] and cut["interrupted"]
+    assert cut["invalid_reasons"] == ["Locust disagrees", "interrupted by signal 15"]
