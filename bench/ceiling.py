@@ -273,40 +273,41 @@ def validate_summary(s: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Scenarios of a variant's phases (YAML files in the run folder, read by the real driver)
 # ---------------------------------------------------------------------------------------------
-def saturated_scenario(v: Variant, phase: Phase, seed: int = 1) -> dict:
+def _phase_scenario(v: Variant, phase: Phase, *, suffix: str, description: str, batch: int,
+                    arrival: dict, timeout_s: float, seed: int) -> dict:
+    """What both phases of a variant share: its mode, payload, timing and service settings."""
     return {
-        "name": f"ceiling-{v.name.replace('/', '-')}-saturated",
-        "description": f"{v.label}: closed loop, {v.sat_clients} clients x {v.sat_batch} "
-                       "reviews, no think time (saturation)",
+        "name": f"ceiling-{v.name.replace('/', '-')}-{suffix}",
+        "description": f"{v.label}: {description}",
         "modes": [v.mode],
         "payload": {"source": "imdb", "split": "test", "sample": 2000, "seed": seed},
-        "workload": {"batch_size": v.sat_batch},
-        "arrival": {"closed": {"clients": v.sat_clients, "think_s": 0}},
+        "workload": {"batch_size": batch},
+        "arrival": arrival,
         "timing": {"warmup_s": phase.warmup_s, "duration_s": phase.duration_s,
                    "drain_s": phase.drain_s},
-        "client": {"timeout_s": 10, "retry": {"policy": "none"}},
+        "client": {"timeout_s": timeout_s, "retry": {"policy": "none"}},
         "service": {v.mode: dict(v.service)},
     }
+
+
+def saturated_scenario(v: Variant, phase: Phase, seed: int = 1) -> dict:
+    return _phase_scenario(
+        v, phase, suffix="saturated", batch=v.sat_batch, timeout_s=10, seed=seed,
+        description=f"closed loop, {v.sat_clients} clients x {v.sat_batch} reviews, no think "
+                    "time (saturation)",
+        arrival={"closed": {"clients": v.sat_clients, "think_s": 0}})
 
 
 def half_scenario(v: Variant, phase: Phase, reviews_per_s: float, seed: int = 1) -> dict:
     """Open loop (Poisson) at ``reviews_per_s`` (half the saturated rate)."""
     ops = max(0.5, reviews_per_s / v.half_batch)
-    return {
-        "name": f"ceiling-{v.name.replace('/', '-')}-half",
-        "description": f"{v.label}: open loop, Poisson, {ops:.1f} ops/s of {v.half_batch} "
-                       "review(s) = half the saturated rate",
-        "modes": [v.mode],
-        "payload": {"source": "imdb", "split": "test", "sample": 2000, "seed": seed},
-        "workload": {"batch_size": v.half_batch},
-        "arrival": {"open": {"process": "poisson", "seed": seed,
-                             "rate": {"shape": "constant", "ops_per_s": round(ops, 3)},
-                             "max_in_flight": 512, "max_lateness_s": 1.0}},
-        "timing": {"warmup_s": phase.warmup_s, "duration_s": phase.duration_s,
-                   "drain_s": phase.drain_s},
-        "client": {"timeout_s": 5, "retry": {"policy": "none"}},
-        "service": {v.mode: dict(v.service)},
-    }
+    return _phase_scenario(
+        v, phase, suffix="half", batch=v.half_batch, timeout_s=5, seed=seed,
+        description=f"open loop, Poisson, {ops:.1f} ops/s of {v.half_batch} review(s) = half "
+                    "the saturated rate",
+        arrival={"open": {"process": "poisson", "seed": seed,
+                          "rate": {"shape": "constant", "ops_per_s": round(ops, 3)},
+                          "max_in_flight": 512, "max_lateness_s": 1.0}})
 
 
 def write_scenario(doc: dict, path: Path):
