@@ -18,7 +18,7 @@ import pandas as pd
 from . import charts
 from .rundir import MODES, load_run
 from .summary import (RunAnalysis, analyse, error_table, headline_table, latency_table,
-                      recovery_table, status_line, sweep_table, write_summary)
+                      recovery_table, status_line, sweep_table, workers_lines, write_summary)
 
 HOW_TO_READ = """
 <p><b>How to read this.</b> Both deployments serve the same model on the same cores and receive the
@@ -40,6 +40,11 @@ fault (due before the recovery run ended, settled after the fault struck): lost 
 answer, retried needed more than one attempt, duplicated were answered more than once (the
 stream's at-least-once delivery; the driver keeps the first answer).</p>
 """
+
+WORKERS_NOTE = ("Each answer names the worker process that served it (<hostname>/<pid>) and the "
+                "driver counts them, so this shows whether a scale-out (docker compose up "
+                "--scale stream=N, or more uWSGI processes) took effect and how evenly the "
+                "answers were spread, even when the bench only attached to the deployment.")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
@@ -118,6 +123,10 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
                      f"only what was recorded.<ul>{items}</ul></div>")
     parts += [HOW_TO_READ, "<h2>Headline</h2>",
               table_html(headline_table(summary))]
+    workers = workers_lines(summary)
+    if workers:
+        parts += ["<h2>Workers</h2>", f"<p><small>{e(WORKERS_NOTE)}</small></p>",
+                  "<ul>" + "".join(f"<li>{e(w)}</li>" for w in workers) + "</ul>"]
     if "summary" in pngs:
         parts.append(_img(pngs["summary"], "headline metrics"))
     parts.append("<h2>Over time</h2>")

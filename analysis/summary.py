@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import metrics as mx
 from .rundir import MODES, ModeData, Run
+from .workers import Workers, workers_from_meta, workers_line
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ModeAnalysis:
     cpu: pd.DataFrame              # t_s + one column per role (service/broker/driver), CPU %
     cpu_mean: dict[str, float | None]
     steps: list[mx.Step] | None = None   # rate-steps scenarios only: each step against the SLO
+    workers: Workers | None = None       # configured vs answering workers (analysis/workers.py)
 
 
 @dataclass
@@ -45,7 +47,8 @@ def analyse_mode(data: ModeData) -> ModeAnalysis:
                         faults=data.faults, series=series)
     cpu = mx.cpu_by_role(data.cpu, data.role_by_pid) if data.cpu is not None else \
         pd.DataFrame({"t_s": pd.Series(dtype=float)})
-    return ModeAnalysis(data, m, series, cpu, mx.cpu_means(cpu, data.window))
+    return ModeAnalysis(data, m, series, cpu, mx.cpu_means(cpu, data.window),
+                        workers=workers_from_meta(data.meta))
 
 
 def analyse(run: Run) -> RunAnalysis:
@@ -105,6 +108,7 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "cpu_mean_by_role": ma.cpu_mean,
         "recoveries": mx.jsonable(list(m.recoveries)),
         "faults": fault_summaries(ma),
+        "workers": ma.workers or workers_from_meta(ma.data.meta),
         "notes": list(ma.data.notes),
     }
     return mx.jsonable(out)
@@ -310,6 +314,12 @@ def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def workers_lines(summary: dict[str, Any]) -> list[str]:
+    """Per mode that ran: how many workers answered vs were configured, and the answer spread."""
+    modes = summary.get("modes") or {}
+    return [workers_line(name, modes[name].get("workers")) for name in MODES if modes.get(name)]
+
+
 def status_line(summary: dict[str, Any]) -> str:
     if summary.get("complete"):
         return "complete"
@@ -330,6 +340,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for label, row in t.iterrows():
         lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+    workers = workers_lines(summary)
+    if workers:
+        lines += ["", "Workers (each answer names the worker process that served it):", ""]
+        lines += [f"- {w}" for w in workers]
     faults = recovery_table(summary)
     if len(faults):
         cols = list(faults.columns)

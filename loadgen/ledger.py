@@ -269,8 +269,11 @@ def validity(lateness: dict, saturated: int, *, p99_bound_s: float, max_bound_s:
 def driver_record(*, mode: str, run_id: str, scenario: str, clock: Clock, stop_s: float,
                   interrupted: list, lateness: dict, saturated: int, p99_bound_s: float,
                   max_lateness_s: float | None, settings: dict,
-                  extra: list[str] | None = None) -> dict:
-    """The part of driver.json both drivers share: times, completeness, validity, settings.
+                  extra: list[str] | None = None,
+                  workers_answered: dict[str, int] | None = None) -> dict:
+    """The part of driver.json both drivers share: times, completeness, validity, settings,
+    and ``workers_answered`` (answers per serving worker, loadgen/workers.py): the one record of
+    how many workers served a run when the bench only attached to the deployment.
 
     ``max_lateness_s`` None = closed loop: send lateness does not apply (clients send when
     their previous operation is done), only ``extra`` reasons and an interruption count.
@@ -289,4 +292,5 @@ def driver_record(*, mode: str, run_id: str, scenario: str, clock: Clock, stop_s
         "complete": not interrupted, "interrupted": bool(interrupted),
         "valid": valid, "invalid_reasons": reasons,
         "settings": {**settings, "lateness_p99_bound_s": p99_bound_s},
+        "workers_answered": dict(workers_answered or {}),
     }

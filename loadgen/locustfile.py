@@ -119,7 +119,7 @@ def _on_stop(environment, **_kw):
         "cap_waits": run.cap_waits, "cpu": _state["cpu"].summary(),
         "locust_local_stats": {"requests": environment.stats.total.num_requests,
                                "failures": environment.stats.total.num_failures},
-        "payload": run.payloads.describe(),
+        "payload": run.payloads.describe(), "workers_answered": run.workers_answered(),
     })
 
 

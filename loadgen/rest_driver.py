@@ -14,7 +14,8 @@ geventhttpclient), one session per connection, so Locust's request events and st
 attempt; our rows are cross-checked against Locust's counts at the end. Each attempt has a hard
 deadline (``client.timeout_s``, a gevent timeout around the whole exchange); a connection that
 timed out or broke is closed, never reused. Retries (policy from the scenario) happen on
-``timeout``, ``refused`` and ``http_5xx``; never on 4xx or a bad 2xx body.
+``timeout``, ``refused`` and ``http_5xx``; never on 4xx or a bad 2xx body. Every 2xx answer is
+counted per its ``X-Served-By`` worker (driver.json ``workers_answered``).
 
 Import this module first in a process: importing locust monkey-patches the standard library.
 """
@@ -41,7 +42,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 
 from loadgen import ledger as L
-from loadgen import record
+from loadgen import record, workers
 from loadgen.payloads import Payloads, check_rest_answer, load_texts
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
 from loadgen.schedule import (
@@ -97,6 +98,7 @@ class RestRun:
         self.saturated = 0
         self.manual_events = 0
         self.error_detail: Counter = Counter()
+        self.served: dict[str | None, int] = {}     # X-Served-By of 2xx answers -> count
         self.next_op = 0
         self.planned_ids: list[str] = []
         self.plan = None
@@ -181,6 +183,10 @@ class RestRun:
                     kind = "refused"      # no (complete) response: refused, reset, closed
                     self.error_detail[f"refused/{type(root).__name__}"] += 1
                 elif 200 <= status < 300:
+                    w = resp.headers.get(workers.REST_HEADER) if resp.headers else None
+                    if isinstance(w, list):         # the header repeated: keep every value
+                        w = ",".join(w)
+                    self.served[w] = self.served.get(w, 0) + 1
                     if self.validate_answers:
                         why = check_rest_answer(resp.content or b"",
                                                 self.payloads.rest_ids(n))
@@ -314,6 +320,10 @@ class RestRun:
         return ClosedLoopUser
 
     # -- results -------------------------------------------------------------------------------
+    def workers_answered(self) -> dict[str, int]:
+        """2xx answers per serving worker (X-Served-By), for driver.json."""
+        return workers.answered(self.served)
+
     def locust_crosscheck(self, df) -> dict:
         st = self.env.stats.total
         reported = df[df["sent_s"].notna() & (df["error_kind"] != "in_flight")]
@@ -450,7 +460,8 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
                           stop_s=stop_s, interrupted=interrupted, lateness=late,
                           saturated=run.saturated, p99_bound_s=lateness_p99_bound_s,
                           max_lateness_s=arr.max_lateness_s if isinstance(arr, OpenArrival)
-                          else None, settings=run.settings(), extra=extra),
+                          else None, settings=run.settings(), extra=extra,
+                          workers_answered=run.workers_answered()),
         "counts": counts,
         "lateness_s": late,
         "dispatch_lag_s": L.dist(run.dispatch_lag),

@@ -18,7 +18,8 @@ A timeout is *not* retried on the stream: the event is durably queued and will b
 producing it again would only add work (REST retries because an abandoned HTTP request is lost).
 
 Threads: the main thread plans, produces and keeps every row; one consumer thread only stamps
-arrival times and hands (time, [(key, valid)]) batches over a queue. No locks on the rows.
+arrival times, counts this run's answers per ``rvs-worker`` header (driver.json
+``workers_answered``) and hands (time, [(key, valid)]) batches over a queue. No locks on the rows.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from confluent_kafka import libversion as _libversion
 from confluent_kafka import version as _version
 
 from loadgen import ledger as L
-from loadgen import record
+from loadgen import record, workers
 from loadgen.payloads import Payloads, check_stream_answer, load_texts
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
 from loadgen.schedule import backoff_s, clients_at, may_retry, phase_of, plan_open
@@ -101,21 +102,29 @@ def consumer_config(bootstrap: str, run_id: str) -> dict:
 
 
 class _Answers(threading.Thread):
+    """Reads ``predictions``; counts this run's answers (keys starting with ``prefix``) per
+    ``rvs-worker`` header, since the topic also holds probes and earlier runs' answers."""
+
     def __init__(self, conf: dict, topic: str, partitions: list[int], clock: L.Clock,
-                 validate: bool, out: queue.SimpleQueue):
+                 validate: bool, out: queue.SimpleQueue, prefix: bytes = b""):
         super().__init__(daemon=True, name="answers")
         self.consumer = Consumer(conf)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self.clock, self.validate, self.out = clock, validate, out
+        self.clock, self.validate, self.out, self.prefix = clock, validate, out, prefix
         self.stop_evt = threading.Event()
         self.messages = 0
         self.errors = Counter()
+        self.served: dict[bytes | None, int] = {}   # raw rvs-worker value -> answers
         self.cpu_s = 0.0
+
+    def workers_answered(self) -> dict[str, int]:
+        return workers.answered(dict(self.served))   # a copy: C-level, atomic under the GIL
 
     def run(self) -> None:
         c0 = time.thread_time()
         consume, poll, rel, put, validate = self.consumer.consume, self.consumer.poll, \
             self.clock.rel, self.out.put, self.validate
+        prefix, served, worker_of = self.prefix, self.served, workers.stream_worker
         try:
             while not self.stop_evt.is_set():
                 # poll() returns as soon as one answer is there; consume(n, timeout) would wait
@@ -133,6 +142,9 @@ class _Answers(threading.Thread):
                         self.errors[str(m.error().code())] += 1
                         continue
                     k = m.key()
+                    if k is not None and k.startswith(prefix):
+                        w = worker_of(m.headers())
+                        served[w] = served.get(w, 0) + 1
                     batch.append((k, check_stream_answer(m.value()) if validate else True))
                 self.messages += len(batch)
                 put((t, batch))
@@ -222,7 +234,8 @@ class StreamRun:
 
     def start_consumer(self) -> None:
         self.consumer_thread = _Answers(self.cconf, self.pred_topic, self.partitions, self.clock,
-                                        self.validate, self.answers_q)
+                                        self.validate, self.answers_q,
+                                        self.payloads.prefix.encode())
         self.consumer_thread.start()
 
     def _on_delivery(self, err, msg) -> None:
@@ -599,7 +612,8 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
                           stop_s=stop_s, interrupted=interrupted, lateness=late,
                           saturated=run.saturated, p99_bound_s=lateness_p99_bound_s,
                           max_lateness_s=arr.max_lateness_s if isinstance(arr, OpenArrival)
-                          else None, settings=run.settings()),
+                          else None, settings=run.settings(),
+                          workers_answered=ct.workers_answered()),
         "counts": {**counts, "operations": run.n_ops, "foreign_answers": run.foreign,
                    "answers_after_failure": run.after_failure,
                    "late_answers": int((df["error_kind"] == "timeout").sum()),

@@ -1,7 +1,8 @@
 """The local launcher: both deployments through the one code path the bench uses.
 
 Proves the twin-deployment promise (the same 200 IMDB test reviews give identical labels and
-scores through nginx → uWSGI → Flask and through Kafka → Faust → Kafka) and that an exception in
+scores through nginx → uWSGI → Flask and through Kafka → Faust → Kafka), that each driver's
+record counts answers from every worker launched (``workers_answered``), and that an exception in
 the middle of a run leaves no broker, nginx, uWSGI or Faust process behind.
 """
 
@@ -20,7 +21,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures.stack import REPO, needs_model  # noqa: E402
+from fixtures.stack import REPO, needs_model, write_scenario  # noqa: E402
 
 pytestmark = [pytest.mark.stack, needs_model]
 
@@ -52,7 +53,31 @@ def _gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     return alive
 
 
+def _drive_both(deps, tmp_path: Path) -> dict[str, dict]:
+    """Both drivers at once, with the bench's own command line, on a short synthetic scenario:
+    mode -> driver.json."""
+    from bench.run import driver_argv
+
+    scen = write_scenario(tmp_path, "workers", ops_per_s=100)
+    runs = {d.mode: subprocess.Popen(driver_argv(d, scen, tmp_path / f"drive-{d.mode}", "wk"),
+                                     cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True) for d in deps}
+    try:
+        for mode, proc in runs.items():
+            err = proc.communicate(timeout=60)[1]
+            assert proc.returncode == 0, f"{mode} driver: {err[-2000:]}"
+    finally:
+        for proc in runs.values():   # only on failure: a driver still running is ours to stop
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return {mode: orjson.loads((tmp_path / f"drive-{mode}" / "driver.json").read_bytes())
+            for mode in runs}
+
+
 def test_same_reviews_same_answers_both_ways_and_no_orphans_after_an_exception(tmp_path):
+    import socket
+
     from services.launcher import deploy
     from services.model import sample_reviews
     from services.procs import Supervisor
@@ -65,9 +90,10 @@ def test_same_reviews_same_answers_both_ways_and_no_orphans_after_an_exception(t
     started: set[int] = set()
     with pytest.raises(Boom):
         with Supervisor(tmp_path / "logs") as sup, \
-                deploy("rest", tmp_path / "rest", sup=sup, service_cpus=svc) as rest, \
+                deploy("rest", tmp_path / "rest", sup=sup, service_cpus=svc,
+                       overrides={"processes": 2}) as rest, \
                 deploy("stream", tmp_path / "stream", sup=sup, service_cpus=svc,
-                       broker_cpus=brk) as stream:
+                       broker_cpus=brk, overrides={"workers": 2}) as stream:
             started = _tree([p.pid for p in sup.procs])
             names = {p.name for p in sup.procs}
             assert {"rest-nginx", "rest-uwsgi", "tansu", "stream-worker-0"} <= names, names
@@ -92,6 +118,15 @@ def test_same_reviews_same_answers_both_ways_and_no_orphans_after_an_exception(t
             assert len(via_rest) == 200
             assert via_rest == via_stream  # identical labels AND scores (bit for bit)
             assert {lab for lab, _ in via_rest.values()} == {0, 1}
+            # every worker launched answered a real driver run, and says who it is
+            host = socket.gethostname()
+            launched = {"rest": {f"{host}/{c.pid}" for c in psutil.Process(
+                            rest.service_pids[0]).children()},   # the uWSGI master's workers
+                        "stream": {f"{host}/{pid}" for pid in stream.service_pids}}
+            for mode, d in _drive_both([rest, stream], tmp_path).items():
+                assert len(launched[mode]) == 2, (mode, launched[mode])
+                assert set(d["workers_answered"]) == launched[mode], (mode, d["workers_answered"])
+                assert sum(d["workers_answered"].values()) >= d["counts"]["ok"] > 0, mode
             raise Boom("an exception in the middle of a run")
     assert started
     left = _gone(started)

@@ -7,6 +7,8 @@ Split like Faust's own examples: :func:`build_app` makes the ``faust.App`` and i
 Wire format (docs/CONTRACTS.md): request value JSON ``{"id", "text", "sent_at"}`` (key = id) ->
 prediction value ``{"id", "label", "score", "sent_at", "served_at"}`` (key = id). Topics use raw
 bytes codecs; we decode/encode with orjson ourselves (Faust's JSON codec + models cost more).
+Every prediction and DLQ record carries the header ``rvs-worker: <hostname>/<pid>``
+(:func:`worker_headers`), so the driver can tell how many workers answered.
 
 Shapes: ``event`` makes one model call per event; ``batch`` makes one model call per batch of at
 most ``take_max`` events: with ``take_mode="ready"`` (default) a batch is whatever the stream has
@@ -42,6 +44,7 @@ import orjson
 
 from services.stream.settings import StreamSettings
 from services.stream.take import take_ready
+from services.worker_id import STREAM_HEADER, worker_id
 
 log = logging.getLogger("services.stream")
 
@@ -258,6 +261,17 @@ def _free_port() -> int:
     return free_port()
 
 
+def worker_headers() -> list[tuple[str, bytes]]:
+    """The Kafka headers on every answer of this worker process: ``rvs-worker: <host>/<pid>``,
+    so a driver can count how many workers answered (``--scale stream=N`` under compose).
+
+    A list of (str, bytes) tuples: aiokafka's C record builder rejects anything but a list,
+    and Faust passes a list through unchanged. One list per worker, shared by every answer:
+    aiokafka serialises it when the message is appended and nothing mutates it (raw codecs).
+    """
+    return [(STREAM_HEADER, worker_id().encode())]
+
+
 def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     """Add the agent to ``app``: consume ``requests``, answer on ``predictions``/``requests.dlq``."""
     s: StreamSettings = app.rvs_settings
@@ -265,6 +279,7 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     predictions, dlq_topic = app.rvs_predictions, app.rvs_dlq
     pred_name, dlq_name = s.topic_predictions, s.topic_dlq
     mode = s.produce
+    stamp = worker_headers()
 
     async def emit(preds: Out, dlq: Out) -> None:
         if mode == "direct":
@@ -274,19 +289,19 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
             producer = await app.maybe_start_producer()
             send = producer.send
             for k, v in preds:
-                await send(pred_name, k, v, None, None, None)
+                await send(pred_name, k, v, None, None, stamp)
             for k, v in dlq:
-                await send(dlq_name, k, v, None, None, None)
+                await send(dlq_name, k, v, None, None, stamp)
         elif mode == "send":
             for k, v in preds:
-                await predictions.send(key=k, value=v)
+                await predictions.send(key=k, value=v, headers=stamp)
             for k, v in dlq:
-                await dlq_topic.send(key=k, value=v)
+                await dlq_topic.send(key=k, value=v, headers=stamp)
         else:  # send_soon: Faust's ProducerBuffer, no await per message
             for k, v in preds:
-                predictions.send_soon(key=k, value=v)
+                predictions.send_soon(key=k, value=v, headers=stamp)
             for k, v in dlq:
-                dlq_topic.send_soon(key=k, value=v)
+                dlq_topic.send_soon(key=k, value=v, headers=stamp)
         if dlq:
             log.warning("dead-lettered %d message(s): %s", len(dlq),
                         ", ".join(sorted({orjson.loads(v)["reason"] for _k, v in dlq})))
