@@ -237,6 +237,57 @@ def test_build_agent_uses_the_take_mode_setting(monkeypatch):
     assert calls == [("ready", 7), ("within", 7, 0.005)]
 
 
+@pytest.mark.parametrize("produce", ["direct", "send", "send_soon"])
+def test_every_answer_and_dlq_record_names_its_worker(monkeypatch, produce):
+    """Each produce mode stamps ``rvs-worker: <host>/<pid>`` on predictions and DLQ records, as
+    a list of (str, bytes) that aiokafka's record builder and Faust's header handling accept."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from faust.types.core import prepare_headers
+
+    from services.stream import app as app_mod
+
+    app = app_mod.build_app(StreamSettings(shape="event", produce=produce, bootstrap="127.0.0.1:1"),
+                            datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
+    sent = []   # (topic, key, headers)
+
+    async def producer_send(topic, key, value, partition, timestamp, headers):
+        sent.append((topic, key, headers))
+
+    async def start_producer():
+        return SimpleNamespace(send=producer_send)
+
+    def topic_sender(name, awaited):
+        def send_soon(*, key, value, headers=None):
+            sent.append((name, key, prepare_headers(headers)))  # what Faust hands aiokafka
+
+        async def send(**kw):
+            send_soon(**kw)
+        return send if awaited else send_soon
+
+    monkeypatch.setattr(app, "maybe_start_producer", start_producer)
+    for topic in (app.rvs_predictions, app.rvs_dlq):
+        monkeypatch.setattr(topic, "send", topic_sender(topic.get_topic_name(), True))
+        monkeypatch.setattr(topic, "send_soon", topic_sender(topic.get_topic_name(), False))
+    agent = app_mod.build_agent(app, fake_predict)
+
+    class FakeStream:
+        async def events(self):
+            for i, value in enumerate([b'{"id":"g1","text":"good"}', b"not json"]):
+                yield SimpleNamespace(message=SimpleNamespace(
+                    value=value, key=b"k", topic="requests", partition=0, offset=i))
+
+    asyncio.run(agent.fun(FakeStream()))
+    assert [(t, k) for t, k, _ in sent] == [("predictions", b"g1"), ("requests.dlq", b"k")]
+    me = f"{socket.gethostname()}/{os.getpid()}".encode()
+    for _t, _k, headers in sent:
+        assert headers == [("rvs-worker", me)] and isinstance(headers, list)
+        DefaultRecordBatchBuilder.estimate_size_in_bytes(b"k", b"v", headers)  # a list, or raises
+
+
 # -- the per-message logic ------------------------------------------------------------------------
 def fake_predict(texts):  # unit tests only (the real path always loads services.model)
     return [(1, 0.9) if "good" in t else (0, 0.1) for t in texts]
@@ -356,30 +407,10 @@ def test_assignment_completeness_rule():
 # -- the real stack -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """One Tansu (core 1) + one Faust worker (core 0) serving the real model, shared by the
-    stack tests below; stopped by PID at the end, and checked for leftovers."""
-    from services import procs
-    from services.broker import start_tansu
-    from services.stream import launch
-    from services.stream.client import StreamClient
-
-    run = tmp_path_factory.mktemp("stream-stack")
-    cpus = sorted(os.sched_getaffinity(0))
-    svc, brk = ([cpus[0]], [cpus[-1]]) if len(cpus) > 1 else (None, None)
-    sup = procs.Supervisor(run / "logs")
-    try:
-        broker = start_tansu(sup, run, cpus=brk)
-        s = StreamSettings(shape="batch", workers=1, max_text_chars=20_000)
-        ep = launch.start(sup, s, run, bootstrap=broker.bootstrap, cpus=svc, timeout_s=60)
-        client = StreamClient(broker.bootstrap)
-        yield {"sup": sup, "broker": broker, "ep": ep, "client": client, "run": run}
-        client.close()
-    finally:
-        pids = [p.pid for p in sup.procs]
-        sup.stop_all()
-    assert pids and not any(procs.group_alive(p) for p in pids), "a stack process outlived the test"
+@pytest.fixture()
+def stack(stream_stack):
+    """The session's Tansu + one Faust worker (tests/conftest.py), shared with test_fuzz.py."""
+    return stream_stack
 
 
 @pytest.mark.stack

@@ -1,4 +1,4 @@
-"""The Flask app: ``POST /predict`` (one review or a batch) and ``GET /healthz``.
+"""The Flask app: ``POST /predict`` (one review or a batch), ``GET /healthz``, ``GET /openapi.json``.
 
 Every answer is JSON. Bad input is a 400 (or 413 for a body over the limit) with ``{"error": ...}``
 and never reaches the model; the model call is the only place a 500 can come from, and that one
@@ -18,7 +18,9 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from services.rest import openapi
 from services.rest.settings import RestSettings
+from services.worker_id import REST_HEADER, worker_id
 
 log = logging.getLogger("services.rest")
 
@@ -151,7 +153,16 @@ def create_app(predictor: Predictor | None = None, settings: RestSettings | None
         except Exception:
             log.exception("model call failed for a batch of %d", len(texts))
             return error(500, "the model failed on this request; see the service log")
-        return Response(orjson.dumps({"predictions": preds}), mimetype=JSON)
+        # which worker answered (<host>/<pid>, cached per process: right also without lazy-apps),
+        # so the driver can count the workers that served a run
+        return Response(orjson.dumps({"predictions": preds}), mimetype=JSON,
+                        headers={REST_HEADER: worker_id()})
+
+    api_doc = orjson.dumps(openapi.spec(s))
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return Response(api_doc, mimetype=JSON)
 
     @app.get("/healthz")
     def healthz() -> Response:
