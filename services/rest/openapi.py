@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from services.rest.settings import RestSettings
+from services.worker_id import REST_HEADER
 
 #: orjson parses integers that fit in 64 bits (signed or unsigned); larger ones are invalid JSON
 #: to it, so an integer id is bounded here as well.
@@ -102,6 +103,11 @@ def spec(settings: RestSettings | None = None) -> dict[str, Any]:
                     "description": f"at most {s.max_body_bytes} bytes"},
                 "responses": {
                     "200": {"description": "one prediction per review, in request order",
+                            "headers": {REST_HEADER: {
+                                "description": "the worker process that answered "
+                                               "(<hostname>/<pid>); the load generator counts "
+                                               "answers per worker",
+                                "required": True, "schema": {"type": "string", "minLength": 3}}},
                             "content": {"application/json": {"schema": {
                                 "$ref": "#/components/schemas/Predictions"}}}},
                     "400": _error("not a valid review or batch; the message says why"),

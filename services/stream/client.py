@@ -124,6 +124,8 @@ class StreamClient:
 
     def close(self) -> None:
         self.consumer.close()
+        self.producer.flush(5)
+        self.producer = None  # destroy it now, not at interpreter exit after the broker is gone
 
     def __enter__(self) -> StreamClient:
         return self
