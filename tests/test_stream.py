@@ -69,8 +69,14 @@ def test_settings_normalise_and_resolve_workers():
     assert StreamSettings().resolved(3).partitions == 2
     assert StreamSettings(workers=3).resolved(1).partitions == 3
     assert StreamSettings(partitions=6).resolved(3).partitions == 6
-    assert StreamSettings().resolved(3).topics() == {"requests": 2, "predictions": 2,
-                                                     "requests.dlq": 2}
+    # answers get at least 8 partitions (Tansu lists a partition's batches on every fetch)
+    assert StreamSettings().resolved(3).topics() == {"requests": 2, "predictions": 8,
+                                                     "requests.dlq": 8}
+    assert StreamSettings().resolved(3).answer_partitions == 8
+    assert StreamSettings(partitions=12).resolved(3).topics()["predictions"] == 12
+    assert StreamSettings(answer_partitions=3).resolved(3).topics()["requests.dlq"] == 3
+    with pytest.raises(ValueError, match="answer_partitions"):
+        StreamSettings(answer_partitions=-1)
 
 
 def test_to_dict_has_every_effective_setting_and_round_trips():
@@ -85,7 +91,7 @@ def test_to_dict_has_every_effective_setting_and_round_trips():
     assert eff["aiokafka_consumer"]["fetch_max_wait_overridden"] is True
     assert eff["faust"]["web_enabled"] is False and eff["faust"]["web_bind"] == "127.0.0.1"
     assert eff["faust"]["stream_buffer_maxsize"] == s.stream_buffer_maxsize
-    assert eff["topics"] == {"requests": 4, "predictions": 4, "requests.dlq": 4}
+    assert eff["topics"] == {"requests": 4, "predictions": 8, "requests.dlq": 8}
     assert StreamSettings.from_dict(d) == s
 
 
