@@ -803,3 +803,35 @@ def max_sustainable(steps: Sequence[Step]) -> Step | None:
     """The highest-rate step that met the SLO (None when none did)."""
     good = [s for s in steps if s.sustainable]
     return max(good, key=lambda s: s.offered_per_s) if good else None
+
+
+# --------------------------------------------------------------------------------------------
+# Broker drift: a broker whose cost per request grows at a steady load
+
+
+def broker_drift(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
+                 role: str = "broker") -> dict[str, float] | None:
+    """The broker's CPU per answered request in the first and the last third of the window.
+
+    Why: Tansu's memory storage lists every stored batch of a partition on each fetch that
+    returns data (dynostore.rs ``fetch``), so its cost per request grows with the log, and the
+    stream's latency late in a run carries that cost. A ratio near 1 says the broker kept its
+    cost; well above 1 says the run measured the broker's log as well as the deployment.
+    None without broker samples or answers in either third.
+    """
+    if cpu_roles is None or cpu_roles.empty or role not in cpu_roles.columns or table.empty:
+        return None
+    third = window.duration_s / 3
+    ok = table[table["outcome"] == "ok"]
+    out: dict[str, float] = {}
+    for name, start in (("first", window.start), ("last", window.end - third)):
+        end = start + third
+        cpu = cpu_roles[(cpu_roles["t_s"] >= start) & (cpu_roles["t_s"] < end)][role]
+        answered = int(((ok["done_s"] >= start) & (ok["done_s"] < end)).sum())
+        if cpu.empty or answered == 0:
+            return None
+        out[f"{name}_cpu_ms_per_request"] = float(cpu.mean()) / 100 * third / answered * 1e3
+        out[f"{name}_cpu_percent"] = float(cpu.mean())
+    first = out["first_cpu_ms_per_request"]
+    out["ratio"] = out["last_cpu_ms_per_request"] / first if first > 0 else float("nan")
+    return out

@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import charts
 from .rundir import MODES, load_run
-from .summary import (RunAnalysis, analyse, error_table, headline_table, latency_table,
+from .summary import (RunAnalysis, analyse, caveats, error_table, headline_table, latency_table,
                       recovery_table, status_line, sweep_table, workers_lines, write_summary)
 
 HOW_TO_READ = """
@@ -123,6 +123,10 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
                      f"only what was recorded.<ul>{items}</ul></div>")
     parts += [HOW_TO_READ, "<h2>Headline</h2>",
               table_html(headline_table(summary))]
+    cav = caveats(summary)
+    if cav:
+        parts.append("<div class='banner'><b>Caveats</b><ul>"
+                     + "".join(f"<li>{e(c)}</li>" for c in cav) + "</ul></div>")
     workers = workers_lines(summary)
     if workers:
         parts += ["<h2>Workers</h2>", f"<p><small>{e(WORKERS_NOTE)}</small></p>",

@@ -109,6 +109,9 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "recoveries": mx.jsonable(list(m.recoveries)),
         "faults": fault_summaries(ma),
         "workers": ma.workers or workers_from_meta(ma.data.meta),
+        "broker": {k: (ma.data.meta.get("broker") or {}).get(k) for k in ("name", "version")}
+        if ma.data.meta.get("broker") else None,
+        "broker_drift": mx.broker_drift(ma.cpu, ma.data.table, ma.data.window),
         "notes": list(ma.data.notes),
     }
     return mx.jsonable(out)
@@ -320,6 +323,30 @@ def workers_lines(summary: dict[str, Any]) -> list[str]:
     return [workers_line(name, modes[name].get("workers")) for name in MODES if modes.get(name)]
 
 
+#: Broker CPU per answered request, last third of the window ÷ first third, from which the
+#: report warns that the broker's own cost drifted (analysis.metrics.broker_drift).
+BROKER_DRIFT_WARN = 1.5
+
+
+def caveats(summary: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting a figure, from the summary alone."""
+    out: list[str] = []
+    for name in MODES:
+        mode = (summary.get("modes") or {}).get(name) or {}
+        broker = (mode.get("broker") or {}).get("name") or "the broker"
+        d = mode.get("broker_drift")
+        if not d or not d.get("ratio") or d["ratio"] < BROKER_DRIFT_WARN:
+            continue
+        why = ("its memory storage lists a partition's stored batches on every fetch that "
+               "returns data, so it costs more the longer a run is (Apache Kafka, "
+               "TARGET=compose, indexes its log); late latencies include that cost"
+               if "tansu" in str(broker).lower() else "the broker, not the deployment, drifted")
+        out.append(f"{name}: {broker}'s CPU per answered request grew {d['ratio']:.1f}x from the "
+                   f"first to the last third of the window ({d['first_cpu_percent']:.0f}% -> "
+                   f"{d['last_cpu_percent']:.0f}% of a core): {why}.")
+    return out
+
+
 def status_line(summary: dict[str, Any]) -> str:
     if summary.get("complete"):
         return "complete"
@@ -340,6 +367,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for label, row in t.iterrows():
         lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+    cav = caveats(summary)
+    if cav:
+        lines += ["", "Caveats:", ""] + [f"- {c}" for c in cav]
     workers = workers_lines(summary)
     if workers:
         lines += ["", "Workers (each answer names the worker process that served it):", ""]

@@ -349,3 +349,45 @@ def test_rate_steps_and_maximum_sustainable_throughput():
     empty = mx.step_metrics(table(att("late", 99.0)), steps, 30.0, slo_p99_ms=50,
                             max_error_rate=0.01)   # no request due in any step
     assert [s.requests for s in empty] == [0, 0, 0] and mx.max_sustainable(empty) is None
+
+
+# -- broker drift ----------------------------------------------------------------------------
+
+def _steady(n_per_s: int, seconds: int, broker_cpu) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [att(f"r{s}-{i}", s + i / n_per_s, mode="stream")
+            for s in range(seconds) for i in range(n_per_s)]
+    cpu = pd.DataFrame({"t_s": [s + 0.5 for s in range(seconds)],
+                        "broker": [broker_cpu(s) for s in range(seconds)],
+                        "service": [30.0] * seconds})
+    return table(*rows), cpu
+
+
+def test_broker_drift_sees_a_broker_whose_cost_per_request_grows():
+    w = mx.Window(warmup_s=0, duration_s=30)
+    tbl, cpu = _steady(10, 30, lambda s: 20.0 + 2.0 * s)       # 20 % -> 78 % at a steady load
+    d = mx.broker_drift(cpu, tbl, w)
+    assert d["first_cpu_percent"] == pytest.approx(29.0) and d["last_cpu_percent"] == pytest.approx(69.0)
+    assert d["ratio"] == pytest.approx(69 / 29, rel=0.02)
+    # the same CPU per request at twice the load is not drift
+    tbl2, cpu2 = _steady(10, 30, lambda s: 30.0)
+    assert mx.broker_drift(cpu2, tbl2, w)["ratio"] == pytest.approx(1.0, rel=0.02)
+    # no broker column (REST), no answers: nothing to say
+    assert mx.broker_drift(cpu.drop(columns="broker"), tbl, w) is None
+    assert mx.broker_drift(cpu, tbl.iloc[0:0], w) is None
+
+
+def test_caveats_name_the_broker_and_stay_quiet_below_the_threshold():
+    from analysis.summary import BROKER_DRIFT_WARN, caveats, summary_markdown
+    drift = {"ratio": 2.4, "first_cpu_percent": 25.0, "last_cpu_percent": 60.0}
+    s = {"modes": {"rest": {"broker_drift": None},
+                   "stream": {"broker": {"name": "tansu", "version": "0.6.0"},
+                              "broker_drift": drift}}}
+    (line,) = caveats(s)
+    assert line.startswith("stream: tansu's CPU per answered request grew 2.4x")
+    assert "memory storage" in line and "25% -> 60%" in line
+    assert "Caveats:" in summary_markdown({**s, "scenario": "x", "ratios": {}})
+    s["modes"]["stream"]["broker"] = {"name": "kafka"}
+    assert "memory storage" not in caveats(s)[0]
+    s["modes"]["stream"]["broker_drift"] = {**drift, "ratio": BROKER_DRIFT_WARN - 0.01}
+    assert caveats(s) == []
+    assert "Caveats" not in summary_markdown({**s, "scenario": "x", "ratios": {}})
