@@ -258,17 +258,17 @@ def test_every_answer_and_dlq_record_names_its_worker(monkeypatch, produce):
 
     app = app_mod.build_app(StreamSettings(shape="event", produce=produce, bootstrap="127.0.0.1:1"),
                             datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
-    sent = []   # (topic, key, headers)
+    sent = []   # (topic, key, headers, partition)
 
     async def producer_send(topic, key, value, partition, timestamp, headers):
-        sent.append((topic, key, headers))
+        sent.append((topic, key, headers, partition))
 
     async def start_producer():
         return SimpleNamespace(send=producer_send)
 
     def topic_sender(name, awaited):
-        def send_soon(*, key, value, headers=None):
-            sent.append((name, key, prepare_headers(headers)))  # what Faust hands aiokafka
+        def send_soon(*, key, value, partition=None, headers=None):
+            sent.append((name, key, prepare_headers(headers), partition))  # as Faust hands it on
 
         async def send(**kw):
             send_soon(**kw)
@@ -287,11 +287,54 @@ def test_every_answer_and_dlq_record_names_its_worker(monkeypatch, produce):
                     value=value, key=b"k", topic="requests", partition=0, offset=i))
 
     asyncio.run(agent.fun(FakeStream()))
-    assert [(t, k) for t, k, _ in sent] == [("predictions", b"g1"), ("requests.dlq", b"k")]
+    assert [(t, k) for t, k, _, _ in sent] == [("predictions", b"g1"), ("requests.dlq", b"k")]
     me = f"{socket.gethostname()}/{os.getpid()}".encode()
-    for _t, _k, headers in sent:
+    for _t, _k, headers, partition in sent:
         assert headers == [("rvs-worker", me)] and isinstance(headers, list)
+        assert 0 <= partition < 8   # sticky answer partitioning over the 8 answer partitions
         DefaultRecordBatchBuilder.estimate_size_in_bytes(b"k", b"v", headers)  # a list, or raises
+
+
+def test_sticky_partition_keeps_one_partition_per_period_and_visits_all():
+    from services.stream.app import sticky_partition
+
+    assert sticky_partition(1, 123.4) is None                       # one partition: no choice
+    p = sticky_partition(8, 100.01, 0.1)
+    assert sticky_partition(8, 100.08, 0.1) == p                    # same period, same partition
+    assert sticky_partition(8, 100.15, 0.1) == (p + 1) % 8          # next period, the next one
+    assert {sticky_partition(8, 100.05 + 0.1 * i, 0.1) for i in range(8)} == set(range(8))
+
+
+def test_key_partitioning_leaves_the_partition_to_the_producer(monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from services.stream import app as app_mod
+
+    app = app_mod.build_app(StreamSettings(shape="event", answer_partitioning="key",
+                                           bootstrap="127.0.0.1:1"),
+                            datadir=Path("/tmp") / f"rvs-test-{uuid.uuid4().hex[:6]}")
+    parts = []
+
+    async def producer_send(topic, key, value, partition, timestamp, headers):
+        parts.append(partition)
+
+    async def start_producer():
+        return SimpleNamespace(send=producer_send)
+
+    monkeypatch.setattr(app, "maybe_start_producer", start_producer)
+    agent = app_mod.build_agent(app, fake_predict)
+
+    class FakeStream:
+        async def events(self):
+            yield SimpleNamespace(message=SimpleNamespace(
+                value=b'{"id":"g1","text":"good"}', key=b"g1", topic="requests", partition=0,
+                offset=0))
+
+    asyncio.run(agent.fun(FakeStream()))
+    assert parts == [None]
+    with pytest.raises(ValueError, match="answer_partitioning"):
+        StreamSettings(answer_partitioning="random")
 
 
 # -- the per-message logic ------------------------------------------------------------------------

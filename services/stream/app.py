@@ -272,6 +272,20 @@ def worker_headers() -> list[tuple[str, bytes]]:
     return [(STREAM_HEADER, worker_id().encode())]
 
 
+#: ``answer_partitioning="sticky"``: how long answers stay on one partition before the next.
+STICKY_PERIOD_S = 0.1
+
+
+def sticky_partition(n: int, now: float, period_s: float = STICKY_PERIOD_S) -> int | None:
+    """The partition answers go to at ``now`` (monotonic s): all of them to one partition for
+    ``period_s``, then the next. Why: Tansu's memory storage keeps one object per record batch
+    and lists a partition's objects on every fetch that returns data. Keyed answers split every
+    produce request into one batch per partition (8 objects where 1 would do, all of which a
+    busy consumer then lists); one partition per period keeps a batch whole while still
+    spreading the log over the partitions. None for a single partition (no choice to make)."""
+    return int(now / period_s) % n if n > 1 else None
+
+
 def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     """Add the agent to ``app``: consume ``requests``, answer on ``predictions``/``requests.dlq``."""
     s: StreamSettings = app.rvs_settings
@@ -280,8 +294,13 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     pred_name, dlq_name = s.topic_predictions, s.topic_dlq
     mode = s.produce
     stamp = worker_headers()
+    n_pred, n_dlq = s.topics()[pred_name], s.topics()[dlq_name]
+    by_key = s.answer_partitioning == "key"
 
     async def emit(preds: Out, dlq: Out) -> None:
+        now = time.monotonic()
+        pp = None if by_key else sticky_partition(n_pred, now)
+        pd = None if by_key else sticky_partition(n_dlq, now)
         if mode == "direct":
             # Faust's producer (the TransactionManager under exactly_once); awaiting send() only
             # waits until aiokafka has the message in its accumulator (delivery is batched);
@@ -289,19 +308,19 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
             producer = await app.maybe_start_producer()
             send = producer.send
             for k, v in preds:
-                await send(pred_name, k, v, None, None, stamp)
+                await send(pred_name, k, v, pp, None, stamp)
             for k, v in dlq:
-                await send(dlq_name, k, v, None, None, stamp)
+                await send(dlq_name, k, v, pd, None, stamp)
         elif mode == "send":
             for k, v in preds:
-                await predictions.send(key=k, value=v, headers=stamp)
+                await predictions.send(key=k, value=v, partition=pp, headers=stamp)
             for k, v in dlq:
-                await dlq_topic.send(key=k, value=v, headers=stamp)
+                await dlq_topic.send(key=k, value=v, partition=pd, headers=stamp)
         else:  # send_soon: Faust's ProducerBuffer, no await per message
             for k, v in preds:
-                predictions.send_soon(key=k, value=v, headers=stamp)
+                predictions.send_soon(key=k, value=v, partition=pp, headers=stamp)
             for k, v in dlq:
-                dlq_topic.send_soon(key=k, value=v, headers=stamp)
+                dlq_topic.send_soon(key=k, value=v, partition=pd, headers=stamp)
         if dlq:
             log.warning("dead-lettered %d message(s): %s", len(dlq),
                         ", ".join(sorted({orjson.loads(v)["reason"] for _k, v in dlq})))

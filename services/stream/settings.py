@@ -32,11 +32,13 @@ from typing import Any
 SHAPES = ("event", "batch")
 TAKE_MODES = ("ready", "within")
 PRODUCE_MODES = ("send", "send_soon", "direct")
+ANSWER_PARTITIONING = ("sticky", "key")
 GUARANTEES = ("at_least_once", "exactly_once")
 
-#: Partitions of `predictions` and the DLQ when not set: measured on Tansu 0.6.0 (one producer,
-#: one consumer, 100 msg/s for 60 s), its CPU went 24 % -> 89 % with one partition (p50 4 ms ->
-#: 186 ms) and 19 % -> 29 % with 8 (p50 4-5 ms throughout).
+#: Partitions of `predictions` and the DLQ when not set: measured on Tansu 0.6.0 with
+#: ``python -m bench.broker_drift`` (100 msg/s, 60 s), its CPU went 19 % -> 89 % with one
+#: partition (p99 8 ms -> 1 s) and 19 % -> 30 % with 8 (p99 ~10 ms throughout). Filled one at
+#: a time (``answer_partitioning="sticky"``), so that a produce request stays one batch.
 DEFAULT_ANSWER_PARTITIONS = 8
 COMPRESSIONS = (None, "gzip", "snappy", "lz4", "zstd")
 ACKS = (-1, 0, 1)
@@ -62,6 +64,10 @@ class StreamSettings:
     partitions: int = 0                    # of `requests`; >= workers; 0 = one per worker (on
                                            # Tansu, 4 partitions for 1 worker made p50 at 850
                                            # events/s 565 ms instead of 32 ms)
+    answer_partitioning: str = "sticky"    # "sticky": one partition at a time, the next every
+                                           # STICKY_PERIOD_S (Kafka's sticky partitioner, by
+                                           # time); "key": by the hash of the id (one record
+                                           # batch per partition in every produce request)
     answer_partitions: int = 0             # of `predictions` and the DLQ; 0 = max(8, partitions):
                                            # Tansu's memory storage lists every stored batch of a
                                            # partition on each fetch that returns data, so one
@@ -146,6 +152,8 @@ class StreamSettings:
                  f"a worker without a partition idles")
         need(self.shape in SHAPES, f"shape must be one of {SHAPES}, got {self.shape!r}")
         need(self.take_mode in TAKE_MODES, f"take_mode must be one of {TAKE_MODES}, got {self.take_mode!r}")
+        need(self.answer_partitioning in ANSWER_PARTITIONING, f"answer_partitioning must be one "
+             f"of {ANSWER_PARTITIONING}, got {self.answer_partitioning!r}")
         need(self.produce in PRODUCE_MODES, f"produce must be one of {PRODUCE_MODES}, got {self.produce!r}")
         need(isinstance(self.take_within_s, (int, float)) and self.take_within_s > 0,
              "take_within_s must be > 0 (take() without `within` stalls)")
