@@ -83,6 +83,7 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "failed": m.counts.failed,
         "successful_throughput": m.successful_throughput,
         "reviews_per_s": m.reviews_per_s,
+        "reviews_answered_per_s": m.reviews_answered_per_s,
         "latency_ms": lat,
         "error_rate": m.error_rate,
         "throughput_cv": m.throughput_cv,
@@ -206,6 +207,7 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
 HEADLINE_ROWS: list[tuple[str, str, str]] = [
     ("successful throughput (req/s)", "successful_throughput", "{:,.1f}"),
     ("reviews/s", "reviews_per_s", "{:,.1f}"),
+    ("reviews/s answered in the window", "reviews_answered_per_s", "{:,.1f}"),
     ("requests sent", "sent", "{:,d}"),
     ("ok", "ok", "{:,d}"),
     ("failed", "failed", "{:,d}"),

@@ -391,3 +391,15 @@ def test_caveats_name_the_broker_and_stay_quiet_below_the_threshold():
     s["modes"]["stream"]["broker_drift"] = {**drift, "ratio": BROKER_DRIFT_WARN - 0.01}
     assert caveats(s) == []
     assert "Caveats" not in summary_markdown({**s, "scenario": "x", "ratios": {}})
+
+
+def test_answered_in_window_counts_completions_not_due_times():
+    """A backlog answered after the window counts in reviews_per_s (due in the window) but not
+    in reviews_answered_per_s (answered in it)."""
+    w = mx.Window(warmup_s=0, duration_s=10)
+    rows = [att(f"a{i}", 1.0 + i * 0.5, lat=0.1, batch=10) for i in range(10)]      # on time
+    rows += [att(f"b{i}", 2.0 + i * 0.5, lat=20.0, batch=10) for i in range(10)]    # after the window
+    m = mx.mode_metrics(table(*rows), w)
+    assert m.reviews_per_s == pytest.approx(20.0)
+    assert m.reviews_answered_per_s == pytest.approx(10.0)
+    assert mx.answered_in_window(table(*rows).iloc[0:0], w) == 0.0
