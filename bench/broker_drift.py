@@ -27,7 +27,16 @@ from services.broker import create_topics, start_tansu
 
 def measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int,
             log_dir: str) -> list[dict]:
-    cpus = sorted(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    try:
+        return _measure(rate, seconds, partitions, fetch_wait_ms, log_dir, cpus)
+    finally:
+        os.sched_setaffinity(0, before)   # pinned only while measuring (callable in-process)
+
+
+def _measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int, log_dir: str,
+             cpus: list[int]) -> list[dict]:
     with procs.Supervisor(log_dir) as sup:
         broker = start_tansu(sup, cpus=[cpus[-1]] if len(cpus) > 1 else None)
         if len(cpus) > 1:

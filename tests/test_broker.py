@@ -112,12 +112,16 @@ def test_pinned_tansu(tmp_path):
 def test_broker_drift_probe_accounts_for_every_message(tmp_path, capsys):
     """``python -m bench.broker_drift`` (the README's evidence for answer_partitions): a short
     run on a real Tansu receives every message it sent and prints one row per 10 s."""
+    import os
+
     from bench import broker_drift
 
+    cpus = os.sched_getaffinity(0)
     assert broker_drift.main(["--seconds", "10", "--rate", "50", "--partitions", "2",
                               "--log-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "sent 500, received 500" in out
     assert "0-10  s       500" in out
+    assert os.sched_getaffinity(0) == cpus   # the test process is not left pinned
     with pytest.raises(SystemExit):
         broker_drift.main(["--seconds", "5"])
