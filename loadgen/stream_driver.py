@@ -46,6 +46,7 @@ from loadgen import record, workers
 from loadgen.payloads import Payloads, check_stream_answer, load_texts
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
 from loadgen.schedule import backoff_s, clients_at, may_retry, phase_of, plan_open
+from services.sticky import REQUEST_STICKY_S, sticky_partition
 
 # event states
 PENDING, IN_FLIGHT, OK, LATE, PRODUCE_ERR, SATURATED, BAD, RETRY_WAIT = range(8)
@@ -231,6 +232,7 @@ class StreamRun:
                                  f"first; the stream deployment/bench does) - topics there: "
                                  f"{sorted(md.topics)[:20]}")
         self.partitions = sorted(md.topics[self.pred_topic].partitions)
+        self.req_partitions = len(md.topics[self.req_topic].partitions)
 
     def start_consumer(self) -> None:
         self.consumer_thread = _Answers(self.cconf, self.pred_topic, self.partitions, self.clock,
@@ -276,7 +278,9 @@ class StreamRun:
         key = eid.encode()
         for _ in range(100):
             try:
-                self.producer.produce(self.req_topic, value, key)
+                # sticky by time (services/sticky.py): a produce request stays one batch
+                part = sticky_partition(self.req_partitions, now, REQUEST_STICKY_S)
+                self.producer.produce(self.req_topic, value, key, -1 if part is None else part)
                 break
             except BufferError:
                 self.buffer_full += 1

@@ -65,13 +65,13 @@ def test_settings_normalise_and_resolve_workers():
     assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(4) == 3
     assert StreamSettings().resolved(3).workers == 2
     assert StreamSettings(workers=2).resolved(8).workers == 2
-    # partitions follow the workers unless set; set ones are kept (and must cover the workers)
-    assert StreamSettings().resolved(3).partitions == 2
-    assert StreamSettings(workers=3).resolved(1).partitions == 3
+    # max(8, workers) partitions unless set (Tansu lists a partition's batches on every fetch,
+    # the driver fills them sticky); set ones are kept (and must cover the workers)
+    assert StreamSettings().resolved(3).partitions == 8
+    assert StreamSettings(workers=12).resolved(1).partitions == 12
     assert StreamSettings(partitions=6).resolved(3).partitions == 6
-    # answers get at least 8 partitions (Tansu lists a partition's batches on every fetch)
-    assert StreamSettings().resolved(3).topics() == {"requests": 2, "predictions": 8,
-                                                     "requests.dlq": 8}
+    assert StreamSettings(partitions=2).resolved(3).topics() == {"requests": 2, "predictions": 8,
+                                                                 "requests.dlq": 8}
     assert StreamSettings().resolved(3).answer_partitions == 8
     assert StreamSettings(partitions=12).resolved(3).topics()["predictions"] == 12
     assert StreamSettings(answer_partitions=3).resolved(3).topics()["requests.dlq"] == 3
@@ -296,9 +296,9 @@ def test_every_answer_and_dlq_record_names_its_worker(monkeypatch, produce):
 
 
 def test_sticky_partition_keeps_one_partition_per_period_and_visits_all():
-    from services.stream.app import sticky_partition
+    from services.sticky import sticky_partition
 
-    assert sticky_partition(1, 123.4) is None                       # one partition: no choice
+    assert sticky_partition(1, 123.4, 0.1) is None                  # one partition: no choice
     p = sticky_partition(8, 100.01, 0.1)
     assert sticky_partition(8, 100.08, 0.1) == p                    # same period, same partition
     assert sticky_partition(8, 100.15, 0.1) == (p + 1) % 8          # next period, the next one

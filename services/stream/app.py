@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from services.sticky import STICKY_PERIOD_S, sticky_partition
 from services.stream.settings import StreamSettings
 from services.stream.take import take_ready
 from services.worker_id import STREAM_HEADER, worker_id
@@ -272,20 +273,6 @@ def worker_headers() -> list[tuple[str, bytes]]:
     return [(STREAM_HEADER, worker_id().encode())]
 
 
-#: ``answer_partitioning="sticky"``: how long answers stay on one partition before the next.
-STICKY_PERIOD_S = 0.1
-
-
-def sticky_partition(n: int, now: float, period_s: float = STICKY_PERIOD_S) -> int | None:
-    """The partition answers go to at ``now`` (monotonic s): all of them to one partition for
-    ``period_s``, then the next. Why: Tansu's memory storage keeps one object per record batch
-    and lists a partition's objects on every fetch that returns data. Keyed answers split every
-    produce request into one batch per partition (8 objects where 1 would do, all of which a
-    busy consumer then lists); one partition per period keeps a batch whole while still
-    spreading the log over the partitions. None for a single partition (no choice to make)."""
-    return int(now / period_s) % n if n > 1 else None
-
-
 def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
     """Add the agent to ``app``: consume ``requests``, answer on ``predictions``/``requests.dlq``."""
     s: StreamSettings = app.rvs_settings
@@ -299,8 +286,8 @@ def build_agent(app: Any, predict_batch: PredictBatch) -> Any:
 
     async def emit(preds: Out, dlq: Out) -> None:
         now = time.monotonic()
-        pp = None if by_key else sticky_partition(n_pred, now)
-        pd = None if by_key else sticky_partition(n_dlq, now)
+        pp = None if by_key else sticky_partition(n_pred, now, STICKY_PERIOD_S)
+        pd = None if by_key else sticky_partition(n_dlq, now, STICKY_PERIOD_S)
         if mode == "direct":
             # Faust's producer (the TransactionManager under exactly_once); awaiting send() only
             # waits until aiokafka has the message in its accumulator (delivery is batched);

@@ -40,6 +40,10 @@ GUARANTEES = ("at_least_once", "exactly_once")
 #: partition (p99 8 ms -> 1 s) and 19 % -> 30 % with 8 (p99 ~10 ms throughout). Filled one at
 #: a time (``answer_partitioning="sticky"``), so that a produce request stays one batch.
 DEFAULT_ANSWER_PARTITIONS = 8
+#: Partitions of `requests` when not set: max(8, workers), filled sticky by the driver
+#: (services/sticky.py). Measured in `steady` with one worker: p50 / p99 18.2 / 43.0 ms and a
+#: flat broker (25 -> 36 %) with 8, against 22.0 / 47.2 ms and 26 -> 59 % with one.
+DEFAULT_PARTITIONS = 8
 COMPRESSIONS = (None, "gzip", "snappy", "lz4", "zstd")
 ACKS = (-1, 0, 1)
 
@@ -61,9 +65,10 @@ class StreamSettings:
     topic_requests: str = "requests"
     topic_predictions: str = "predictions"
     topic_dlq: str = "requests.dlq"
-    partitions: int = 0                    # of `requests`; >= workers; 0 = one per worker (on
-                                           # Tansu, 4 partitions for 1 worker made p50 at 850
-                                           # events/s 565 ms instead of 32 ms)
+    partitions: int = 0                    # of `requests`; >= workers; 0 = max(8, workers). The
+                                           # driver fills them sticky (services/sticky.py): keyed,
+                                           # 4 partitions for 1 worker had made p50 at 850
+                                           # events/s 565 ms instead of 32 ms on Tansu
     answer_partitioning: str = "sticky"    # "sticky": one partition at a time, the next every
                                            # STICKY_PERIOD_S (Kafka's sticky partitioner, by
                                            # time); "key": by the hash of the id (one record
@@ -134,7 +139,7 @@ class StreamSettings:
         need(len({self.topic_requests, self.topic_predictions, self.topic_dlq}) == 3,
              "topic_requests, topic_predictions and topic_dlq must differ")
         need(isinstance(self.partitions, int) and not isinstance(self.partitions, bool)
-             and self.partitions >= 0, f"partitions must be an int >= 0 (0 = one per worker), "
+             and self.partitions >= 0, f"partitions must be an int >= 0 (0 = max(8, workers)), "
                                        f"got {self.partitions!r}")
         need(isinstance(self.answer_partitions, int) and not isinstance(self.answer_partitions, bool)
              and self.answer_partitions >= 0, f"answer_partitions must be an int >= 0 (0 = "
@@ -213,7 +218,7 @@ class StreamSettings:
         """Fill the automatic values (workers, partitions, answer_partitions = 0) for the cores the
         service runs on."""
         workers = self.workers or default_workers(n_service_cpus)
-        partitions = self.partitions or workers
+        partitions = self.partitions or max(DEFAULT_PARTITIONS, workers)
         answer = self.answer_partitions or max(DEFAULT_ANSWER_PARTITIONS, partitions)
         if (workers, partitions, answer) == (self.workers, self.partitions,
                                              self.answer_partitions):
