@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: The driver's key for answers that named no worker (loadgen/workers.py).
-UNKNOWN = "unknown"
+from loadgen.workers import UNKNOWN  # the driver's key for answers that named no worker
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,20 @@ class StreamClient:
             self.poll(0.05)
         return self.dlq
 
+    def wait_dlq_keys(self, keys: Iterable[str], timeout: float = 30.0) -> dict[str, dict]:
+        """Poll until a DLQ record is there for every key; returns ``{key: record}`` found
+        (fewer than asked at the deadline)."""
+        want, found, seen = set(keys), {}, 0
+        deadline = time.monotonic() + timeout
+        while True:
+            for d in self.dlq[seen:]:
+                if d.get("key") in want:
+                    found[d["key"]] = d
+            seen = len(self.dlq)
+            if len(found) == len(want) or time.monotonic() > deadline:
+                return found
+            self.poll(0.05)
+
     def roundtrip(self, rid: str, text: str, timeout: float = 10.0) -> float:
         """Send one request, wait for its prediction; seconds from send to receipt."""
         t0 = time.perf_counter()

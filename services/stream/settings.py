@@ -51,6 +51,11 @@ ACKS = (-1, 0, 1)
 FAUST_FETCH_MAX_WAIT_MS = 1500
 
 
+def default_answer_partitions(partitions: int) -> int:
+    """`predictions` and the DLQ: at least as many partitions as `requests`, and at least 8."""
+    return max(DEFAULT_ANSWER_PARTITIONS, partitions)
+
+
 def default_workers(n_service_cpus: int | None = None) -> int:
     """The article's rule: one core left for the rest (broker, OS), at least one worker."""
     n = n_service_cpus if n_service_cpus is not None else len(os.sched_getaffinity(0))
@@ -219,7 +224,7 @@ class StreamSettings:
         service runs on."""
         workers = self.workers or default_workers(n_service_cpus)
         partitions = self.partitions or max(DEFAULT_PARTITIONS, workers)
-        answer = self.answer_partitions or max(DEFAULT_ANSWER_PARTITIONS, partitions)
+        answer = self.answer_partitions or default_answer_partitions(partitions)
         if (workers, partitions, answer) == (self.workers, self.partitions,
                                              self.answer_partitions):
             return self
@@ -246,7 +251,7 @@ class StreamSettings:
         return d
 
     def topics(self) -> dict[str, int]:
-        answer = self.answer_partitions or max(DEFAULT_ANSWER_PARTITIONS, self.partitions)
+        answer = self.answer_partitions or default_answer_partitions(self.partitions)
         return {self.topic_requests: self.partitions, self.topic_predictions: answer,
                 self.topic_dlq: answer}
 
