@@ -8,6 +8,11 @@ MODEL_STAMP := var/model/model.json
 DATA ?= $(abspath ../shared/data/imdb)
 export RVS_DATA_DIR ?= $(DATA)
 
+# The embedded broker of every local run: Apache Kafka (JVM, jars resolved by Maven once), or
+# tansu for a machine without a JVM (memory storage, quirks in the README).
+BROKER ?= kafka
+export RVS_BROKER ?= $(BROKER)
+
 SCENARIO ?=
 TARGET   ?= local
 RUN      ?= results/latest
@@ -16,7 +21,7 @@ HEAD     ?= results/latest
 PYTEST_ARGS ?=
 CEILING_ARGS ?=
 
-.PHONY: help setup system venv model test test-fast bench bench-full report compare ceiling \
+.PHONY: help setup system venv kafka model test test-fast bench bench-full report compare ceiling \
         capacity up down compose-check clean
 
 help:
@@ -31,13 +36,18 @@ help:
 	@echo "make capacity         the load generator's own capacity against no-op targets"
 	@echo "make up / make down   the same services on Apache Kafka with docker compose"
 
-setup: system venv
+setup: system venv kafka
 
-# System packages: nginx for the REST deployment, Debian's docker-compose to validate the compose
-# file without an engine. Installed only when missing; needs root (as on CI).
+# System packages: nginx for the REST deployment, a JVM and Maven for the embedded Apache Kafka,
+# Debian's docker-compose to validate the compose file without an engine. Installed only when
+# missing; needs root (as on CI).
 system:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	if [ "$(BROKER)" = kafka ]; then \
+	  command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	  command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	fi; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -52,6 +62,10 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
+
+# Apache Kafka's broker jars (services/kafka/pom.xml, pinned) into var/kafka/, once.
+kafka: venv
+	@if [ "$(BROKER)" = kafka ]; then $(PY) -m services.kafka fetch; fi
 
 model: venv
 	@$(PY) -m services.model.train --if-stale

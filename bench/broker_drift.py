@@ -22,7 +22,7 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services import procs
-from services.broker import create_topics, start_tansu
+from services.broker import create_topics, start_broker
 
 
 def measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int,
@@ -38,7 +38,7 @@ def measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int,
 def _measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int, log_dir: str,
              cpus: list[int]) -> list[dict]:
     with procs.Supervisor(log_dir) as sup:
-        broker = start_tansu(sup, cpus=[cpus[-1]] if len(cpus) > 1 else None)
+        broker = start_broker(sup, cpus=[cpus[-1]] if len(cpus) > 1 else None)
         if len(cpus) > 1:
             os.sched_setaffinity(0, {cpus[0]})
         create_topics(broker.bootstrap, {"drift": partitions})

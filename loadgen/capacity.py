@@ -81,7 +81,7 @@ def _step_result(mode: str, rate: float, d: dict, seconds: float) -> dict:
 
 def run(modes=("rest", "stream"), seconds: float = 8.0, driver_cpu="1", target_cpu="0",
         rates_rest=REST_RATES, rates_stream=STREAM_RATES, keep: Path | None = None) -> dict:
-    from services.broker import create_topics, start_tansu
+    from services.broker import create_topics, start_broker
 
     from loadgen.noop import start_noop_nginx
 
@@ -109,7 +109,7 @@ def run(modes=("rest", "stream"), seconds: float = 8.0, driver_cpu="1", target_c
             sup.stop(target.proc)
         if "stream" in modes:
             for rate in rates_stream:
-                broker = start_tansu(sup, work, cpus=tcpu, name=f"tansu-{rate}")
+                broker = start_broker(sup, work, cpus=tcpu, name=f"broker-{rate}")
                 topic = f"noop-{rate}"
                 create_topics(broker.bootstrap, {topic: 4})
                 sc = _scenario(work / f"stream-{rate}.yaml", f"cap-stream-{rate}", rate, seconds,

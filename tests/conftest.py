@@ -49,12 +49,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def stream_stack(tmp_path_factory):
-    """One Tansu (last core) + one Faust worker (first core) serving the real model, shared by
+    """One embedded broker (last core) + one Faust worker (first core) serving the real model, shared by
     the stream stack tests; stopped by PID at the end, and checked for leftovers."""
     import os
 
     from services import procs
-    from services.broker import start_tansu
+    from services.broker import start_broker
     from services.stream import launch
     from services.stream.client import StreamClient
     from services.stream.settings import StreamSettings
@@ -64,7 +64,7 @@ def stream_stack(tmp_path_factory):
     svc, brk = ([cpus[0]], [cpus[-1]]) if len(cpus) > 1 else (None, None)
     sup = procs.Supervisor(run / "logs")
     try:
-        broker = start_tansu(sup, run, cpus=brk)
+        broker = start_broker(sup, run, cpus=brk)
         s = StreamSettings(shape="batch", workers=1, max_text_chars=20_000)
         ep = launch.start(sup, s, run, bootstrap=broker.bootstrap, cpus=svc, timeout_s=60)
         client = StreamClient(broker.bootstrap)

@@ -611,14 +611,14 @@ def _kafka_probe(port: int) -> str:
 def test_kafka_healthcheck_speaks_the_kafka_protocol(tmp_path):
     """The JVM-free probe gets an ApiVersions answer from a Kafka-protocol broker (the embedded
     one here) and fails where nothing listens."""
-    from services.broker import start_tansu
+    from services.broker import start_broker
     from services.procs import Supervisor, free_port
 
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("bash not installed")
     with Supervisor(tmp_path / "logs") as sup:
-        broker = start_tansu(sup, tmp_path, port=0)
+        broker = start_broker(sup, tmp_path, port=0)
         port = int(broker.bootstrap.rsplit(":", 1)[1])
         r = subprocess.run([bash, "-c", _kafka_probe(port)], capture_output=True, timeout=20)
         assert r.returncode == 0, r.stderr

@@ -58,8 +58,8 @@ def sup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def broker(sup, tmp_path_factory):
-    from services.broker import start_tansu
-    return start_tansu(sup, tmp_path_factory.mktemp("tansu"))
+    from services.broker import start_broker
+    return start_broker(sup, tmp_path_factory.mktemp("broker"))
 
 
 def topics(bootstrap: str, partitions: int = 2) -> tuple[str, str]:
@@ -164,8 +164,8 @@ def test_closed_loop_clients_wait_for_their_batch(tmp_path, broker):
 
 
 def test_broker_killed_mid_run_loses_no_rows(tmp_path, sup):
-    from services.broker import start_tansu
-    b = start_tansu(sup, tmp_path, name="tansu-doomed")
+    from services.broker import start_broker
+    b = start_broker(sup, tmp_path, name="broker-doomed")
     t = topics(b.bootstrap)
     e = echo(b.bootstrap, t)
     scen = scenario(tmp_path, "kill", timing={"warmup_s": 0, "duration_s": 3, "drain_s": 2},
@@ -177,7 +177,7 @@ def test_broker_killed_mid_run_loses_no_rows(tmp_path, sup):
     time.sleep(2.0)
     for proc in list(sup.procs):
         if proc.pid == b.pid:
-            sup.stop(proc, sig=signal.SIGKILL)   # a crash (SIGTERM: Tansu drains clients first)
+            sup.stop(proc, sig=signal.SIGKILL)   # a crash, not a clean shutdown
     _, err = p.communicate(timeout=60)
     e.stop()
     assert p.returncode == 0, err[-2000:]

@@ -1,7 +1,7 @@
 """Start the stream deployment: topics, N Faust worker processes (pinned), end-to-end readiness.
 
     with Supervisor(run_dir / "logs") as sup:
-        broker = start_tansu(sup, run_dir, cpus=[1])
+        broker = start_broker(sup, run_dir, cpus=[1])
         ep = start(sup, StreamSettings(), run_dir, bootstrap=broker.bootstrap, cpus=[0])
 
 Ready means really ready: every worker has joined the consumer group (each reports its assigned

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from services import procs
-from services.broker import start_tansu
+from services.broker import start_broker
 from services.stream import launch
 from services.stream.client import StreamClient
 from services.stream.settings import StreamSettings
@@ -115,7 +115,7 @@ def run_config(name: str, overrides: dict, n_lat: int, do_tp: bool, texts: list[
     run.mkdir()
     out: dict = {"name": name, "overrides": overrides}
     with procs.Supervisor(run / "logs") as sup:
-        b = start_tansu(sup, run, cpus=[DRIVER_CPU])
+        b = start_broker(sup, run, cpus=[DRIVER_CPU])
         s = StreamSettings(workers=1, **overrides)
         ep = launch.start(sup, s, run, bootstrap=b.bootstrap, cpus=[WORKER_CPU], timeout_s=60)
         wpid = ep.worker_pids[0]
