@@ -43,7 +43,9 @@ INSTALL_HINT = "Debian: apt-get install openjdk-17-jre-headless maven"
 
 #: Kafka's own start script's JVM flags (bin/kafka-run-class.sh, KAFKA_JVM_PERFORMANCE_OPTS).
 G1_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true")
+            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            # IPv4 sockets: the listeners bind 127.0.0.1 itself, not an IPv6 socket mapped to it
+            "-Djava.net.preferIPv4Stack=true")
 
 LOG4J = """\
 log4j.rootLogger=INFO, stdout
