@@ -82,7 +82,7 @@ def _deploy_rest(sup, run_dir, overrides, cpus) -> Deployment:
 def _deploy_stream(sup, run_dir, overrides, cpus, broker_cpus, bootstrap) -> Deployment:
     from services.broker import describe_broker, start_broker
     from services.stream.launch import start
-    from services.stream.settings import StreamSettings
+    from services.stream.settings import StreamSettings, broker_defaults
 
     if bootstrap is None:
         broker = start_broker(sup, run_dir, cpus=broker_cpus)
@@ -91,7 +91,8 @@ def _deploy_stream(sup, run_dir, overrides, cpus, broker_cpus, bootstrap) -> Dep
                        "cpus": list(broker_cpus) if broker_cpus else None}
     else:
         broker_info = {**_as_dict(describe_broker(bootstrap)), "embedded": False}
-    settings = StreamSettings.from_dict({**dict(overrides), "bootstrap": bootstrap})
+    settings = StreamSettings.from_dict({**broker_defaults(broker_info.get("name", "")),
+                                         **dict(overrides), "bootstrap": bootstrap})
     ep = start(sup, settings, run_dir, bootstrap=bootstrap, cpus=cpus)
     return Deployment(
         mode="stream", bootstrap=bootstrap, topics=dict(ep.topics),

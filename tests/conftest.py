@@ -57,7 +57,7 @@ def stream_stack(tmp_path_factory):
     from services.broker import start_broker
     from services.stream import launch
     from services.stream.client import StreamClient
-    from services.stream.settings import StreamSettings
+    from services.stream.settings import StreamSettings, broker_defaults
 
     run = tmp_path_factory.mktemp("stream-stack")
     cpus = sorted(os.sched_getaffinity(0))
@@ -65,7 +65,8 @@ def stream_stack(tmp_path_factory):
     sup = procs.Supervisor(run / "logs")
     try:
         broker = start_broker(sup, run, cpus=brk)
-        s = StreamSettings(shape="batch", workers=1, max_text_chars=20_000)
+        s = StreamSettings(shape="batch", workers=1, max_text_chars=20_000,
+                           **broker_defaults(broker.name))
         ep = launch.start(sup, s, run, bootstrap=broker.bootstrap, cpus=svc, timeout_s=60)
         client = StreamClient(broker.bootstrap)
         yield {"sup": sup, "broker": broker, "ep": ep, "client": client, "run": run,

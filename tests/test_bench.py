@@ -17,6 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services.broker import broker_kind
+from services.kafka import kafka_version
+
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures.stack import REPO, needs_model  # noqa: E402
 
@@ -65,7 +68,16 @@ def test_smoke_runs_both_modes_end_to_end(tmp_path):
         assert mm["service_cpus"] and mm["driver_cpus"]
         if len(os.sched_getaffinity(0)) > 1:
             assert not set(mm["service_cpus"]) & set(mm["driver_cpus"])
-    assert meta["modes"]["stream"]["settings"]["fetch_max_wait_ms"] < 1500
+    # the stream side ran on the embedded broker the run chose (Apache Kafka by default), and
+    # meta.json names it, its exact version and the settings it ran with
+    stream = meta["modes"]["stream"]
+    kind = broker_kind()
+    assert stream["broker"]["name"] == kind and stream["broker"]["embedded"] is True
+    if kind == "kafka":
+        assert stream["broker"]["version"] == kafka_version()
+        props = stream["broker"]["settings"]["server.properties"]
+        assert props["process.roles"] == "broker,controller"
+    assert stream["settings"]["fetch_max_wait_ms"] == (10 if kind == "tansu" else 1500)
     # the console ends with the table and the report's path
     assert "report:" in proc.stdout and "stream ÷ rest" in proc.stdout
     assert wall < 120, f"smoke took {wall:.0f}s; the scenario promises well under a minute each"
@@ -110,3 +122,32 @@ def test_compose_target_drives_what_is_there_and_starts_nothing(tmp_path):
     assert "report failed" not in proc.stdout  # a partial run still gets its report
     assert next(tmp_path.glob("*-smoke/report.html")).is_file()
     assert _descendants_now() <= before
+
+
+def test_smoke_repeated_twice_interleaves_and_writes_the_repeats_block(tmp_path):
+    """--repeat 2: two run folders inside the run's, modes in both orders, one repeats block."""
+    proc = _bench("smoke", "--repeat", "2", "--no-ceiling", "--results", str(tmp_path),
+                  timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.endswith("-smoke"))
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["complete"] is True and meta["repeats"]["n"] == 2
+    assert [r["order"] for r in meta["repeats"]["runs"]] == [["rest", "stream"],
+                                                             ["stream", "rest"]]
+    for k in (1, 2):
+        sub = run / f"repeat-{k}"
+        for f in ("meta.json", "summary.json", "rest/requests.parquet", "stream/requests.parquet"):
+            assert (sub / f).is_file(), f"missing repeat-{k}/{f}"
+    # the second repeat ran stream first: its t0 precedes rest's
+    m2 = json.loads((run / "repeat-2" / "meta.json").read_text())["modes"]
+    assert m2["stream"]["t0_epoch"] < m2["rest"]["t0_epoch"]
+    summary = json.loads((run / "summary.json").read_text())
+    block = summary["repeats"]
+    assert block["n"] == 2 and block["source"] == "repeats"
+    per = [json.loads((run / f"repeat-{k}" / "summary.json").read_text()) for k in (1, 2)]
+    st = block["metrics"]["stream/rest.reviews_per_s"]
+    assert sorted(st["samples"]) == sorted(
+        p["modes"]["stream"]["reviews_per_s"] / p["modes"]["rest"]["reviews_per_s"] for p in per)
+    assert st["min"] <= st["median"] <= st["max"]
+    assert "Repeats" in (run / "report.html").read_text()
+    assert "median over 2 repeats" in proc.stdout

@@ -228,9 +228,12 @@ def build_app(settings: StreamSettings, *, datadir: Path | str | None = None,
         autodiscover=False,
         **{k: v for k, v in kwargs.items() if v is not None},
     )
-    # THE fetch-wait override (services/stream/fetchwait.py): before any topic exists.
-    fetchwait.install(app, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                      fetch_min_bytes=settings.fetch_min_bytes)
+    # THE fetch-wait override (services/stream/fetchwait.py), only when it changes something;
+    # before any topic exists.
+    if (settings.fetch_max_wait_ms, settings.fetch_min_bytes) != (
+            fetchwait.FAUST_HARDCODED_FETCH_MAX_WAIT_MS, 1):
+        fetchwait.install(app, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                          fetch_min_bytes=settings.fetch_min_bytes)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw", "partitions": settings.partitions, "internal": False}
     app.rvs_settings = settings

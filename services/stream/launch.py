@@ -165,7 +165,7 @@ def group_complete(docs: Sequence[dict | None], partitions: int) -> tuple[bool, 
 def _hint(s: StreamSettings, log_tail: str) -> str:
     if "InitProducerId" in log_tail and s.processing_guarantee == "exactly_once":
         return (" (exactly_once needs a broker with idempotent/transactional producers: "
-                "the embedded Tansu has none; use at_least_once or a real Kafka)")
+                "Tansu has none; use at_least_once or the default embedded broker, Apache Kafka)")
     if "No module named" in log_tail or "ModelNotFoundError" in log_tail:
         return " (the worker could not load the model: run `make model`)"
     return ""

@@ -7,16 +7,20 @@ Faust settings derived from ours (``faust_settings()``), so a run says exactly w
 Defaults were chosen by measurement (``python -m services.stream.measure``, ``make ceiling``; the
 table of what was tried is in the README, "Both deployments at their best"). The ones that matter:
 
-* ``fetch_max_wait_ms=10``: Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``; on Tansu an
-  empty fetch is held for the whole wait even when data arrives meanwhile, so at light load a
-  request waits ~0.4 s p50 for no reason. That is a broker artefact, not streaming; Apache Kafka
-  answers as soon as ``fetch_min_bytes`` are there, so a small wait costs nothing there either.
+* ``fetch_max_wait_ms``: Faust hard-codes aiokafka's 1500. Apache Kafka answers a waiting fetch
+  as soon as ``fetch_min_bytes`` arrive (measured with ``python -m services.stream.measure --only
+  "fetch wait"``: light-load p50 21 ms at 1500), so on Kafka Faust's own value stays. Tansu holds
+  an empty fetch for the whole wait even when data arrives meanwhile (p50 754 ms at 1500): with
+  ``BROKER=tansu`` the launcher sets 10 ms (:func:`broker_defaults`), a broker artefact, not
+  streaming's.
 * ``take_mode="ready"``: a batch is handed to the model as soon as the stream has buffered any
   event (services/stream/take.py), instead of Faust's ``take_events`` timer, which made every
   event wait for the next tick (0..``take_within_s``; ~5 ms p50 at light load with 10 ms).
   ``take_mode="within"`` keeps Faust's behaviour (``take_within_s`` applies only then).
-* ``broker_session_timeout=6`` / ``broker_heartbeat_interval=1``: Tansu holds a group join for
-  about half the session timeout, so a worker is ready in ~3 s instead of ~30 s (Faust's 60 s).
+* ``broker_session_timeout=6`` / ``broker_heartbeat_interval=1``: Kafka's group.min.session
+  .timeout.ms is 6 s, and a dead worker's partitions move after the session timeout: 6 s instead
+  of Faust's 60 s makes a worker kill a 6 s outage, not a minute (Tansu also holds a group join for
+  about half the session timeout).
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ ACKS = (-1, 0, 1)
 
 #: Faust's own value for the consumer fetch wait (faust/transport/drivers/aiokafka.py).
 FAUST_FETCH_MAX_WAIT_MS = 1500
+#: On Tansu an empty fetch is held for the whole wait: 10, 5 and 2 ms all gave p50 10-14 ms there,
+#: 2 ms cost idle CPU (26 % vs 16 %).
+TANSU_FETCH_MAX_WAIT_MS = 10
+
+
+def broker_defaults(broker_name: str) -> dict[str, Any]:
+    """Settings whose best value depends on the broker (a user's own setting wins over these)."""
+    return {"fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS} if broker_name == "tansu" else {}
 
 
 def default_answer_partitions(partitions: int) -> int:
@@ -101,7 +113,8 @@ class StreamSettings:
     max_message_bytes: int = 1_048_576     # raw request value larger than this -> DLQ
     max_text_chars: int = 100_000          # "text" longer than this -> DLQ (IMDB max ~14k)
     # -- consumer ---------------------------------------------------------------------------------
-    fetch_max_wait_ms: int = 10            # overrides Faust's hard-coded 1500 (fetchwait.py)
+    fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS  # Faust hard-codes it; another value goes
+                                           # through fetchwait.py (10 on Tansu: broker_defaults)
     fetch_min_bytes: int = 1
     stream_buffer_maxsize: int = 16384     # Faust default 4096
     broker_max_poll_records: int | None = 2000  # Faust default None (unbounded)
