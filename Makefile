@@ -78,7 +78,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
 
 bench: setup model
-	$(PY) -m bench run $(if $(SCENARIO),$(SCENARIO),--default) --target $(TARGET)
+	$(PY) -m bench run $(if $(SCENARIO),$(SCENARIO),--default) --target $(TARGET) $(if $(REPEAT),--repeat $(REPEAT))
 
 bench-full: setup model
 	$(PY) -m bench run --all --target $(TARGET)

@@ -1,10 +1,17 @@
-"""Did HEAD regress against BASE? A threshold per metric *and* a statistical test on per-window samples.
+"""Did HEAD regress against BASE? A threshold per metric *and* a statistical test on its samples.
 
 A single headline number is noisy, so a metric only counts as a regression when (1) it moved the
 wrong way by more than its relative threshold and (2) its per-window samples (per-second
 successful throughput, per-10 s p99, ...) differ significantly (two-sided Mann-Whitney U, p <
 alpha) in the same direction. If a side is only a summary.json (no request tables), the test is
 impossible and the verdict falls back to the threshold alone, which the output says.
+
+When both sides are repeated runs (``--repeat N``), the figures their ``repeats`` block carries
+(each mode's reviews/s, p50/p99 and error rate, the reviews/s ratio) are judged on their medians
+over the repeats and tested on the repeats themselves, at asv's p < 0.002: per-window samples of
+one run share that run's luck, repeats do not. A two-sided Mann-Whitney test cannot reach 0.002
+with fewer than 7 samples a side, so then (as asv does) a change counts as significant only when
+the two 95 % intervals do not overlap, and the output says so.
 
 By default only within-run ratios and efficiencies gate the exit code (absolute req/s move 20-30 %
 between machines); absolute figures are shown for information. Exit 1 = a gated regression.
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
+from . import repeats as rp
 from .rundir import MODES, load_run
 from .summary import RunAnalysis, analyse, build_summary, dig
 
@@ -103,7 +111,8 @@ def load_side(path: str | Path, label: str) -> Side:
     p = Path(path)
     if p.is_file():
         return Side(label, json.loads(p.read_text()), None)
-    has_tables = any((p / m / "requests.parquet").exists() for m in MODES)
+    has_tables = any((p / m / "requests.parquet").exists() for m in MODES) or \
+        any(p.glob(f"{rp.REPEAT_PREFIX}*/*/requests.parquet"))
     if p.is_dir() and not has_tables and (p / "summary.json").exists():
         return Side(label, json.loads((p / "summary.json").read_text()), None)
     ra = analyse(load_run(p))
@@ -124,6 +133,7 @@ class Row:
     verdict: str
     gate: bool
     threshold: float
+    samples: str = ""        # what the test ran on: "110 vs 110 windows", "2 vs 2 repeats"
 
 
 @dataclass
@@ -163,7 +173,64 @@ def _test(b: np.ndarray, h: np.ndarray) -> tuple[float | None, float]:
     return float(mannwhitneyu(b, h, alternative="two-sided").pvalue), float(shift)
 
 
-def judge(spec: MetricSpec, base: Side, head: Side, alpha: float) -> Row:
+def block_name(key: str) -> str | None:
+    """A compare key's name in the ``repeats`` block: modes.rest.error_rate -> rest.error_rate,
+    ratios.reviews_per_s (stream ÷ rest) -> stream/rest.reviews_per_s."""
+    head, _, rest = key.partition(".")
+    if head == "modes":
+        return rest
+    if head == "ratios":  # the summary's ratios are stream ÷ rest
+        return f"stream/rest.{rest}"
+    return None
+
+
+def repeat_stat(summary: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The key's entry in a repeated run's ``repeats`` block (None for a single run's windows)."""
+    block = summary.get("repeats") or {}
+    name = block_name(key)
+    if block.get("source") != "repeats" or name is None:
+        return None
+    st = (block.get("metrics") or {}).get(name)
+    return st if st and st.get("samples") else None
+
+
+def _verdict(spec: MetricSpec, ch: float, significant: bool, agree: bool, how: str = "") -> str:
+    sign = 1.0 if spec.higher_is_better else -1.0
+    if sign * ch < -spec.threshold:
+        return (("REGRESSION" if spec.gate else "worse") + how) if significant and agree \
+            else "worse, not significant"
+    if sign * ch > spec.threshold:
+        return ("improved" + how) if significant else "better, not significant"
+    return "unchanged"
+
+
+def judge_repeats(spec: MetricSpec, rb: dict[str, Any], rh: dict[str, Any], alpha: float) -> Row:
+    """Medians over repeats, Mann-Whitney over the repeats when it can reach ``alpha``, else
+    asv's fallback: significant only when the 95 % intervals are apart."""
+    bv, hv = _num(rb.get("median")), _num(rh.get("median"))
+    bs, hs = np.asarray(rb["samples"], float), np.asarray(rh["samples"], float)
+    n = f"{len(bs)} vs {len(hs)} repeats"
+    if bv is None or hv is None:
+        return Row(spec.key, bv, hv, None, None, "n/a", spec.gate, spec.threshold, n)
+    ch = _change(bv, hv)
+    sign = 1.0 if spec.higher_is_better else -1.0
+    if rp.can_reach(len(bs), len(hs), alpha):
+        p, shift = _test(bs, hs)
+        significant, how = p is not None and p < alpha, ""
+    else:
+        p, shift = None, hv - bv
+        significant = not rp.intervals_overlap(rb.get("ci95") or [None, None],
+                                               rh.get("ci95") or [None, None])
+        how = " (intervals)"
+    verdict = _verdict(spec, ch, significant, sign * shift <= 0, how)
+    return Row(spec.key, bv, hv, ch, p, verdict, spec.gate, spec.threshold, n)
+
+
+def judge(spec: MetricSpec, base: Side, head: Side, alpha: float,
+          repeats_alpha: float = rp.REPEATS_ALPHA) -> Row:
+    rb, rh = repeat_stat(base.summary, spec.key), repeat_stat(head.summary, spec.key)
+    if rb is not None and rh is not None:
+        return judge_repeats(spec, rb, rh, min(alpha, repeats_alpha))
     bv, hv = _num(dig(base.summary, spec.key)), _num(dig(head.summary, spec.key))
     if bv is None or hv is None:
         return Row(spec.key, bv, hv, None, None, "n/a", spec.gate, spec.threshold)
@@ -181,15 +248,9 @@ def judge(spec: MetricSpec, base: Side, head: Side, alpha: float) -> Row:
         return Row(spec.key, bv, hv, ch, None, verdict, spec.gate, spec.threshold)
     p, shift = _test(bs, hs)
     significant = p is not None and p < alpha
-    if worse:
-        agree = sign * shift <= 0          # samples moved the same (bad) way
-        verdict = ("REGRESSION" if spec.gate else "worse") if significant and agree \
-            else "worse, not significant"
-    elif better:
-        verdict = "improved" if significant else "better, not significant"
-    else:
-        verdict = "unchanged"
-    return Row(spec.key, bv, hv, ch, p, verdict, spec.gate, spec.threshold)
+    verdict = _verdict(spec, ch, significant, sign * shift <= 0)   # agree: moved the same way
+    return Row(spec.key, bv, hv, ch, p, verdict, spec.gate, spec.threshold,
+               f"{len(bs)} vs {len(hs)} windows")
 
 
 def compare(base: Side, head: Side, *, thresholds: dict[str, float] | None = None,
@@ -218,11 +279,33 @@ def compare(base: Side, head: Side, *, thresholds: dict[str, float] | None = Non
                          f"(missing: {', '.join(side.summary.get('missing_modes') or []) or 'see its notes'}).")
     if base.summary.get("scenario") != head.summary.get("scenario"):
         notes.append(f"scenarios differ: {base.summary.get('scenario')!r} vs {head.summary.get('scenario')!r}")
+    notes += repeat_notes(base, head, min(alpha, rp.REPEATS_ALPHA))
     rows = [judge(s, base, head, alpha) for s in out]
     for r in rows:
         if r.gate and r.verdict == "n/a":
             notes.append(f"{r.key}: cannot be judged (missing on one side)")
     return Comparison(rows, notes, alpha)
+
+
+def repeat_notes(base: Side, head: Side, alpha: float) -> list[str]:
+    """What the repeats changed in the verdicts, in words."""
+    nb, nh = (((s.summary.get("repeats") or {}).get("n")
+               if (s.summary.get("repeats") or {}).get("source") == "repeats" else None)
+              for s in (base, head))
+    if nb is None and nh is None:
+        return []
+    if nb is None or nh is None:
+        one = base.label if nb else head.label
+        return [f"only {one} is a repeated run: its repeats are not compared with the other's "
+                "time windows; per-window samples are used as for single runs."]
+    out = [f"repeats: {base.label} {nb}, {head.label} {nh}: reviews/s, p50/p99, error rates and "
+           f"the reviews/s ratio are judged on their medians over the repeats, at p < {alpha:g}."]
+    if not rp.can_reach(nb, nh, alpha):
+        out.append(f"fewer than 7 repeats a side ({nb} vs {nh}): Mann-Whitney cannot reach p < "
+                   f"{alpha:g} (asv's rule: p < 0.002 needs >= 7 samples a side), so those rows "
+                   "count as significant only when their 95 % intervals do not overlap "
+                   "('intervals'); repeat with REPEAT=7 or more for a test.")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,19 +321,20 @@ def _f(x: float | None, spec: str = "{:,.4g}") -> str:
 
 
 def format_table(cmp: Comparison, markdown: bool = False) -> str:
-    head = ["metric", "base", "head", "change %", "p-value", "verdict"]
+    head = ["metric", "base", "head", "change %", "p-value", "verdict", "samples"]
     body = [[r.key + ("" if r.gate else " (info)"), _f(r.base), _f(r.head),
              _f(None if r.change is None else 100 * r.change, "{:+.1f}"),
-             _f(r.p_value, "{:.2g}"), r.verdict] for r in cmp.rows]
+             _f(r.p_value, "{:.2g}"), r.verdict, r.samples or "–"] for r in cmp.rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
     else:
         w = [max(len(x) for x in col) for col in zip(head, *body)]
-        line = lambda cells: "  ".join(c.ljust(n) if i in (0, 5) else c.rjust(n)  # noqa: E731
+        line = lambda cells: "  ".join(c.ljust(n) if i in (0, 5, 6) else c.rjust(n)  # noqa: E731
                                        for i, (c, n) in enumerate(zip(cells, w)))
         lines = [line(head), "  ".join("-" * n for n in w)] + [line(b) for b in body]
-    tail = [f"alpha = {cmp.alpha:g} (two-sided Mann-Whitney U on per-window samples); "
+    tail = [f"alpha = {cmp.alpha:g} (two-sided Mann-Whitney U on per-window samples; "
+            f"{min(cmp.alpha, rp.REPEATS_ALPHA):g} on repeats); "
             "a gated metric regresses only beyond its threshold AND significantly."]
     tail += [f"note: {n}" for n in cmp.notes]
     tail.append("RESULT: REGRESSION" if cmp.regressed else "RESULT: no significant regression")

@@ -691,6 +691,31 @@ def answered_in_window(table: pd.DataFrame, window: Window) -> float:
     return float(ok["batch_size"].astype(float).sum()) / window.duration_s
 
 
+def slice_headlines(table: pd.DataFrame, window: Window, n: int) -> list[dict[str, float | None]]:
+    """The headline figures of each of ``n`` equal slices of the window, by the same rules as the
+    whole window's (a request belongs to the slice it was due in): reviews/s, latency p50/p99 and
+    error rate. A single run's spread over time, when there are no repeats to spread over."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    req = requests_of(in_window(table, window))
+    width = window.duration_s / n
+    due = req["request_intended_s"].astype(float).to_numpy() if len(req) else np.empty(0)
+    out = []
+    for i in range(n):
+        lo = window.start + i * width
+        hi = window.end if i == n - 1 else lo + width
+        sel = req[(due >= lo) & (due < hi)] if len(req) else req
+        ok = sel["ok"].astype(bool) if len(sel) else pd.Series(dtype=bool)
+        p = percentiles(latencies_ms(sel, "open"))
+        out.append({
+            "reviews_per_s": float(sel.loc[ok, "batch_size"].sum()) / width if len(sel) else 0.0,
+            "latency_ms.p50": p.p50,
+            "latency_ms.p99": p.p99,
+            "error_rate": _div(float((~ok).sum()), float(len(sel))),
+        })
+    return out
+
+
 def headline(m: ModeMetrics) -> dict[str, float | None]:
     """The flat, dotted-name view of a mode's headline metrics (what ratios and compare use)."""
     return {

@@ -18,7 +18,8 @@ import pandas as pd
 from . import charts
 from .rundir import MODES, load_run
 from .summary import (RunAnalysis, analyse, caveats, error_table, headline_table, latency_table,
-                      recovery_table, status_line, sweep_table, workers_lines, write_summary)
+                      recovery_table, repeats_caption, repeats_table, status_line, sweep_table,
+                      workers_lines, write_summary)
 
 HOW_TO_READ = """
 <p><b>How to read this.</b> Both deployments serve the same model on the same cores and receive the
@@ -123,6 +124,10 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
                      f"only what was recorded.<ul>{items}</ul></div>")
     parts += [HOW_TO_READ, "<h2>Headline</h2>",
               table_html(headline_table(summary))]
+    reps = repeats_table(summary)
+    if len(reps):
+        parts += ["<h2>Repeats</h2>", f"<p><small>{e(repeats_caption(summary))}</small></p>",
+                  table_html(reps)]
     cav = caveats(summary)
     if cav:
         parts.append("<div class='banner'><b>Caveats</b><ul>"
@@ -173,6 +178,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir else run.path
     ra = analyse(run)
+    for rep in ra.repeats:  # each repeat keeps its own summary, as a single run would
+        write_summary(rep, rep.run.path if out_dir is None else out / rep.run.path.name)
     js, md, summary = write_summary(ra, out)
     chart_paths = charts.render_charts(ra, out / "charts")
     pngs = {name: p.read_bytes() for name, p in chart_paths.items()}

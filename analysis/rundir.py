@@ -17,6 +17,7 @@ import pandas as pd
 from loadgen import record
 
 from .metrics import Ceiling, Fault, Window, ceiling_from_meta, faults_from_meta
+from .repeats import REPEAT_PREFIX
 
 #: The modes a complete run has, in display order.
 MODES = ("rest", "stream")
@@ -53,6 +54,9 @@ class Run:
     modes: dict[str, ModeData]
     missing: list[str]
     notes: list[str] = field(default_factory=list)
+    #: A repeated run's repeats, each a run folder of its own (``repeat-<k>/``), in run order;
+    #: ``modes`` then holds one of them (the first on loading; analysis picks its own).
+    repeats: list[Run] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -72,7 +76,7 @@ class Run:
     def complete(self) -> bool:
         """True only if meta says so, every mode is there and every mode says so."""
         return bool(self.meta.get("complete", False)) and not self.missing and \
-            all(m.complete for m in self.modes.values())
+            all(m.complete for m in self.modes.values()) and all(r.complete for r in self.repeats)
 
     @property
     def machine(self) -> str:
@@ -146,6 +150,30 @@ def load_mode(run_path: Path, meta: dict, name: str) -> tuple[ModeData | None, l
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def repeat_dirs(path: Path, meta: dict[str, Any]) -> list[Path]:
+    """The repeat folders of a run, in run order: as meta.json lists them, else as found."""
+    listed = [r.get("dir") for r in ((meta.get("repeats") or {}).get("runs") or [])
+              if isinstance(r, dict) and r.get("dir")]
+    if listed:
+        return [path / d for d in listed if (path / d).is_dir()]
+    found = [p for p in path.glob(f"{REPEAT_PREFIX}*") if p.is_dir()
+             and p.name[len(REPEAT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(REPEAT_PREFIX):]))
+
+
+def _load_repeats(path: Path, meta: dict[str, Any], notes: list[str]) -> list[Run]:
+    out = []
+    for d in repeat_dirs(path, meta):
+        try:
+            r = load_run(d)
+        except FileNotFoundError:
+            notes.append(f"{d.name}: nothing recorded (interrupted before it ran)")
+            continue
+        notes.extend(f"{d.name}: {n}" for n in r.notes)
+        out.append(r)
+    return out
+
+
 def resolve_run_dir(path: str | Path) -> Path:
     """A run folder given relative to the current folder, or else to the repo root (so the
     notebook's default ``results/latest`` works whether Jupyter starts in the repo or in analysis/)."""
@@ -168,6 +196,11 @@ def load_run(path: str | Path) -> Run:
         meta, notes = {"run_id": path.name, "complete": False}, ["no meta.json: run incomplete"]
     else:
         raise FileNotFoundError(f"{path}: not a run folder (no meta.json, no <mode>/requests.parquet)")
+    if not any((path / m / "requests.parquet").exists() for m in MODES):
+        repeats = _load_repeats(path, meta, notes)
+        if repeats:
+            return Run(path=path, meta=meta, modes=repeats[0].modes, missing=repeats[0].missing,
+                       notes=notes, repeats=repeats)
     modes: dict[str, ModeData] = {}
     missing: list[str] = []
     for name in MODES:

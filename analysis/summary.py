@@ -7,14 +7,16 @@ HTML report and the notebook all show, so they can never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import metrics as mx
+from . import repeats as rp
 from .rundir import MODES, ModeData, Run
 from .workers import Workers, workers_from_meta, workers_line
 
@@ -35,6 +37,9 @@ class RunAnalysis:
     run: Run
     modes: dict[str, ModeAnalysis]
     ratios: dict[str, float | None]
+    #: A repeated run: every repeat's analysis, and which of them ``modes`` shows.
+    repeats: list[RunAnalysis] = field(default_factory=list)
+    representative: int | None = None
 
     @property
     def complete(self) -> bool:
@@ -52,6 +57,15 @@ def analyse_mode(data: ModeData) -> ModeAnalysis:
 
 
 def analyse(run: Run) -> RunAnalysis:
+    """Every metric of a run. A repeated run is shown through its most typical repeat (the one
+    whose ratio is nearest the repeats' median); every repeat feeds the ``repeats`` block."""
+    if run.repeats:
+        reps = [analyse(r) for r in run.repeats]
+        first = first_mode(run.meta, MODES)
+        other = next(m for m in MODES if m != first)
+        k = rp.representative([_figures(r, first).get(rp.ratio_name(other, first)) for r in reps])
+        view = dataclasses.replace(run, modes=run.repeats[k].modes, missing=run.repeats[k].missing)
+        return RunAnalysis(view, reps[k].modes, reps[k].ratios, repeats=reps, representative=k)
     modes = {name: analyse_mode(d) for name, d in run.modes.items()}
     sc = run.meta.get("scenario") or {}
     steps = mx.rate_steps(sc)
@@ -64,6 +78,34 @@ def analyse(run: Run) -> RunAnalysis:
                                        max_error_rate=slo.get("max_error_rate"))
     r, s = modes.get("rest"), modes.get("stream")
     return RunAnalysis(run, modes, mx.ratios(r.metrics if r else None, s.metrics if s else None))
+
+
+def first_mode(meta: dict[str, Any], present: Any) -> str:
+    """The mode every ratio is taken against: the scenario's first, else the first present."""
+    sc = meta.get("scenario") if isinstance(meta.get("scenario"), dict) else {}
+    order = [m for m in (sc.get("modes") or []) if m in MODES] + list(MODES)
+    present = list(present)
+    return next((m for m in order if m in present), order[0])
+
+
+def _figures(ra: RunAnalysis, first: str) -> dict[str, float | None]:
+    return rp.figures({n: mx.headline(ma.metrics) for n, ma in ra.modes.items()}, first,
+                      [m for m in MODES if m in ra.modes])
+
+
+def repeats_block(ra: RunAnalysis) -> rp.RepeatsBlock:
+    """Each headline figure over the repeats, or over time windows of the one run."""
+    first = first_mode(ra.run.meta, ra.modes)
+    if ra.repeats:
+        return rp.summarise([_figures(r, first) for r in ra.repeats], source="repeats")
+    if not ra.modes:
+        return rp.summarise([], source="windows", windows=0)
+    n = min(rp.window_count(ma.data.window.duration_s) for ma in ra.modes.values())
+    slices = {name: mx.slice_headlines(ma.data.table, ma.data.window, n)
+              for name, ma in ra.modes.items()}
+    present = [m for m in MODES if m in slices]
+    samples = [rp.figures({m: slices[m][i] for m in present}, first, present) for i in range(n)]
+    return rp.summarise(samples, source="windows", windows=n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +227,13 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
         sweep = sweep_summary(ma, run.meta)
         if sweep is not None:
             modes[name]["sweep"] = sweep
+    extras: dict[str, Any] = {}
+    if ra.repeats:
+        listed = {r.get("dir"): r for r in (run.meta.get("repeats") or {}).get("runs") or []}
+        extras["repeat_runs"] = [
+            {"dir": r.run.path.name, "order": (listed.get(r.run.path.name) or {}).get("order"),
+             "complete": r.run.complete} for r in ra.repeats]
+        extras["representative_repeat"] = ra.repeats[ra.representative or 0].run.path.name
     return mx.jsonable({
         "scenario": run.scenario_name,
         "complete": run.complete,
@@ -197,6 +246,8 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
         "machine": run.meta.get("machine"),
         "missing_modes": list(run.missing),
         "notes": list(run.notes),
+        "repeats": repeats_block(ra).to_dict(),
+        **extras,
     })
 
 
@@ -273,6 +324,58 @@ def headline_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFr
         row["stream ÷ rest"] = (fmt(ratio, "{:.2f}×") if formatted else ratio) if path in _RATIO_KEYS else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
+
+
+_FIGURE_LABELS = {"reviews_per_s": ("reviews/s", "{:,.1f}"),
+                  "latency_ms.p50": ("latency p50 (ms)", "{:,.1f}"),
+                  "latency_ms.p99": ("latency p99 (ms)", "{:,.1f}"),
+                  "error_rate": ("error rate", "{:.2%}")}
+
+
+def _figure_label(name: str) -> tuple[str, str]:
+    """'stream/rest.reviews_per_s' -> ('stream ÷ rest reviews/s', ratio format)."""
+    who, _, fig = name.partition(".")
+    label, spec = _FIGURE_LABELS.get(fig, (fig, "{:,.4g}"))
+    if "/" in who:
+        return f"{who.replace('/', ' ÷ ')} {label}", "{:.2f}×"
+    return f"{who} {label}", spec
+
+
+def repeats_caption(summary: dict[str, Any]) -> str:
+    """What the repeats table's samples are: repeats (interleaved) or one run's time windows."""
+    b = summary.get("repeats") or {}
+    if not b:
+        return ""
+    if b.get("source") == "repeats":
+        rep = summary.get("representative_repeat")
+        return (f"{b.get('n')} repeats, the modes interleaved (rest, stream; stream, rest; ...): "
+                "median, range and 95 % bootstrap interval of the median over the repeats"
+                + (f"; the other tables and the charts are {rep}'s (its ratio is the nearest "
+                   "the median)" if rep else "") + ".")
+    return (f"one run (repeat it with --repeat N / make bench REPEAT=N): median, range and 95 % "
+            f"bootstrap interval over {b.get('windows')} equal time windows of it — how steady "
+            "the run was, not how repeatable.")
+
+
+def repeats_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFrame:
+    """One row per figure of the ``repeats`` block: median, min, max, 95 % interval, samples."""
+    metrics = (summary.get("repeats") or {}).get("metrics") or {}
+    rows = []
+    for name, st in metrics.items():
+        label, spec = _figure_label(name)
+        lo, hi = (st.get("ci95") or [None, None])[:2]
+        if formatted:
+            rows.append({"figure": label, "median": fmt(st.get("median"), spec),
+                         "min": fmt(st.get("min"), spec), "max": fmt(st.get("max"), spec),
+                         "95 % interval": f"{fmt(lo, spec)} – {fmt(hi, spec)}",
+                         "samples": len(st.get("samples") or [])})
+        else:
+            rows.append({"figure": name, "median": st.get("median"), "min": st.get("min"),
+                         "max": st.get("max"), "ci95_lo": lo, "ci95_hi": hi,
+                         "samples": len(st.get("samples") or [])})
+    if not rows:
+        return pd.DataFrame(columns=["median", "min", "max"]).rename_axis("figure")
+    return pd.DataFrame(rows).set_index("figure")
 
 
 def error_table(summary: dict[str, Any]) -> pd.DataFrame:
@@ -364,11 +467,25 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         f"run `{summary.get('run_id')}` · {fmt_machine(summary.get('machine'))}",
         "",
+    ]
+    if summary.get("representative_repeat"):
+        n = (summary.get("repeats") or {}).get("n")
+        lines += [f"{n} interleaved repeats; the tables below are "
+                  f"`{summary['representative_repeat']}`'s (the repeat whose reviews/s ratio "
+                  "is nearest the median), the repeats table summarises them all.", ""]
+    lines += [
         "| metric | rest | stream | stream ÷ rest |",
         "|---|---:|---:|---:|",
     ]
     for label, row in t.iterrows():
         lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+    reps = repeats_table(summary)
+    if len(reps):
+        cols = list(reps.columns)
+        lines += ["", f"Repeats: {repeats_caption(summary)}", "",
+                  "| figure | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for label, row in reps.iterrows():
+            lines.append(f"| {label} | " + " | ".join(str(row[c]) for c in cols) + " |")
     cav = caveats(summary)
     if cav:
         lines += ["", "Caveats:", ""] + [f"- {c}" for c in cav]

@@ -17,6 +17,13 @@ def shipped_scenarios() -> list[str]:
     return sorted(p.stem for p in root.glob("*.yaml"))
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -33,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", default=None, help="results root (default: results/)")
     r.add_argument("--no-report", action="store_true")
     r.add_argument("--no-ceiling", action="store_true", help="skip the in-run ceiling measure")
+    r.add_argument("--repeat", type=_positive, default=1, metavar="N",
+                   help="run each scenario N times, the modes interleaved (rest, stream; stream, "
+                        "rest; ...); the summary gives each figure's median, range and 95%% "
+                        "interval over the repeats")
     c = sub.add_parser("ceiling", help="each variant's saturated throughput vs the model ceiling "
                                        "(options: python -m bench ceiling -- -h)")
     c.add_argument("options", nargs=argparse.REMAINDER,
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(
         target=args.target, bootstrap=args.bootstrap, url=args.url,
         placement=Placement.default(args.service_cpus, args.driver_cpus, args.broker_cpus),
-        measure_ceiling=not args.no_ceiling, report=not args.no_report,
+        measure_ceiling=not args.no_ceiling, report=not args.no_report, repeat=args.repeat,
     )
     if args.results:
         opts.results = Path(args.results)

@@ -86,7 +86,9 @@ class Progress:
         if not path.exists():
             return
         s = json.loads(path.read_text())
-        t = Table(title=f"{s.get('scenario')} — {'complete' if s.get('complete') else 'INCOMPLETE'}")
+        rep = s.get("representative_repeat")
+        t = Table(title=f"{s.get('scenario')} — {'complete' if s.get('complete') else 'INCOMPLETE'}"
+                        + (f" — {rep}, the most typical repeat" if rep else ""))
         for col in ("mode", "sent", "ok", "ok req/s", "reviews/s", "p50 ms", "p99 ms",
                     "errors %", "spread (CV)", "efficiency"):
             t.add_column(col, justify="right")
@@ -114,11 +116,31 @@ class Progress:
                            else "never", _f(f.get("requests"), 0), _f(f.get("lost"), 0),
                            _f(f.get("retried"), 0), _f(f.get("duplicated"), 0))
             self.console.print(ft)
+        self._show_repeats(s)
         ratios = s.get("ratios") or {}
         if ratios:
             self.console.print("stream ÷ rest: " + ", ".join(
                 f"{k} {_f(v, 2)}" for k, v in ratios.items()))
         self.console.print(f"report: {run_dir / 'report.html'}")
+
+
+    def _show_repeats(self, s: dict) -> None:
+        """Each figure's median, range and 95 % interval, over repeats or the run's windows."""
+        from analysis.summary import repeats_caption, repeats_table
+
+        rows = repeats_table(s)
+        if not len(rows):
+            return
+        b = s.get("repeats") or {}
+        what = f"{b.get('n')} repeats" if b.get("source") == "repeats" \
+            else f"{b.get('windows')} windows of one run"
+        t = Table(title=f"median over {what}", caption=repeats_caption(s))
+        t.add_column("figure")
+        for col in rows.columns:
+            t.add_column(str(col), justify="right")
+        for label, row in rows.iterrows():
+            t.add_row(str(label), *(str(row[c]) for c in rows.columns))
+        self.console.print(t)
 
 
 def _f(v, nd: int) -> str:

@@ -1,9 +1,12 @@
 """One benchmark run: for each mode in turn, deploy, drive, record, stop; then analyse and report.
 
-Modes never run at the same time (they would share the CPU). The service is pinned to its cores
-and the load generator (and the embedded broker, which in the article was its own cluster) to the
-others, so that the driver never steals the service's CPU. Every phase writes into the run folder
-as it goes: an interrupted run keeps what it had, marked incomplete, and says which phase failed.
+Modes never run at the same time (they would share the CPU). With ``repeat`` > 1 the whole
+scenario runs that many times, the modes interleaved (rest, stream; stream, rest; ...), each
+repeat in a run folder of its own inside the run's (``repeat-<k>/``). The service is pinned to its
+cores and the load generator (and the embedded broker, which in the article was its own cluster)
+to the others, so that the driver never steals the service's CPU. Every phase writes into the run
+folder as it goes: an interrupted run keeps what it had, marked incomplete, and says which phase
+failed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from analysis.repeats import REPEAT_PREFIX, interleaved
 from bench import meta as metamod
 from bench.cpu import CpuSampler
 from bench.faults import FaultInjector
@@ -72,6 +76,7 @@ class RunOptions:
     measure_ceiling: bool = True
     report: bool = True
     quiet: bool = False
+    repeat: int = 1                        # runs of the scenario, modes interleaved
 
 
 def new_run_dir(root: Path, scenario_name: str) -> Path:
@@ -112,7 +117,7 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
     meta["git_commit"] = meta["git"]["commit"]
     meta_path = run_dir / "meta.json"
     metamod.write_json(meta_path, meta)
-    phase = "set-up"
+    phase, where = "set-up", ""   # where: which repeat, when repeating
     try:
         phase = "model"
         model = load_model()
@@ -122,13 +127,33 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
             meta["ceiling"] = measure_ceiling(model, scenario, opts.placement, progress)
         metamod.write_json(meta_path, meta)
         del model
-        for mode in scenario.modes:
-            phase = f"{mode}"
-            meta["modes"][mode] = {"complete": False}
-            metamod.write_json(meta_path, meta)
-            meta["modes"][mode] = run_mode(mode, scenario, run_dir, opts, progress)
-            metamod.write_json(meta_path, meta)
-        meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
+        if opts.repeat == 1:
+            for mode in scenario.modes:
+                phase = f"{mode}"
+                _run_into(mode, scenario, run_dir, meta, opts, progress)
+            meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
+        else:
+            meta.pop("modes")
+            runs: list[dict] = []
+            meta["repeats"] = {"n": opts.repeat, "runs": runs}
+            for k, order in enumerate(interleaved(scenario.modes, opts.repeat), 1):
+                sub = run_dir / f"{REPEAT_PREFIX}{k}"
+                sub.mkdir()
+                rmeta = {**meta, "run_id": f"{run_dir.name}/{sub.name}", "modes": {},
+                         "repeat": {"k": k, "of": opts.repeat, "order": list(order)}}
+                rmeta.pop("repeats")
+                runs.append({"dir": sub.name, "order": list(order), "complete": False})
+                metamod.write_json(meta_path, meta)
+                progress.say(f"[bold]repeat {k} of {opts.repeat}[/]: {', '.join(order)}")
+                where = f"repeat {k}: "
+                for mode in order:
+                    phase = f"{where}{mode}"
+                    _run_into(mode, scenario, sub, rmeta, opts, progress)
+                rmeta["complete"] = all(m.get("complete") for m in rmeta["modes"].values())
+                rmeta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+                metamod.write_json(sub / "meta.json", rmeta)
+                runs[-1]["complete"] = rmeta["complete"]
+            meta["complete"] = all(r["complete"] for r in runs)
         meta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
         metamod.write_json(meta_path, meta)
     except KeyboardInterrupt:
@@ -138,7 +163,8 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
         progress.say(f"[red]interrupted in phase '{phase}'[/]; partial run kept in {run_dir}")
         raise
     except (PhaseFailed, LaunchError, Exception) as e:  # noqa: BLE001 (report, then re-raise)
-        meta["failed_phase"] = getattr(e, "phase", phase)
+        own = getattr(e, "phase", None)
+        meta["failed_phase"] = where + own if isinstance(own, str) else phase
         meta["error"] = str(e)
         metamod.write_json(meta_path, meta)
         progress.say(f"[red]{phase}: {e}[/]\npartial run kept (incomplete) in {run_dir}")
@@ -147,6 +173,17 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
         if opts.report:
             _report(run_dir, progress)
     return run_dir
+
+
+def _run_into(mode: str, scenario, folder: Path, meta: dict, opts: RunOptions,
+              progress: Progress) -> None:
+    """Run one mode into ``folder`` (a run, or one repeat of it), keeping its meta.json current."""
+    meta_path = folder / "meta.json"
+    meta["modes"][mode] = {"complete": False}
+    metamod.write_json(meta_path, meta)
+    meta["modes"][mode] = run_mode(mode, scenario, folder, opts, progress,
+                                   run_id=str(meta["run_id"]).replace("/", "-"))
+    metamod.write_json(meta_path, meta)
 
 
 def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -> dict:
@@ -163,7 +200,8 @@ def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -
     return out
 
 
-def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Progress) -> dict:
+def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Progress,
+             run_id: str | None = None) -> dict:
     """Deploy ``mode``, drive it with the scenario, stop it. Returns the mode's meta."""
     from services.launcher import attach, deploy
 
@@ -197,8 +235,8 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
                     ready_s=round(time.monotonic() - t_start, 2))
         progress.say(f"{mode}: ready in {info['ready_s']:.1f}s "
                      f"({dep.url or dep.bootstrap}); driving '{scenario.name}' ...")
-        drv = sup.start(f"driver-{mode}", driver_argv(dep, scenario.source, mode_dir, run_dir.name),
-                        cpus=opts.placement.driver)
+        argv = driver_argv(dep, scenario.source, mode_dir, run_id or run_dir.name)
+        drv = sup.start(f"driver-{mode}", argv, cpus=opts.placement.driver)
         injector = FaultInjector.for_mode(mode, scenario, sup=sup, dep=dep, say=progress.say,
                                           driver_log=drv.log_path).start()
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
