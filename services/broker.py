@@ -185,7 +185,26 @@ def describe_broker(bootstrap: str, *, timeout_s: float = 10.0) -> Broker:
     return Broker(bootstrap=bootstrap, name=name, version=version, pid=None, cluster_id=cluster_id)
 
 
-# -- the embedded broker --------------------------------------------------------------------------
+# -- the embedded brokers -------------------------------------------------------------------------
+def wait_answering(sup: procs.Supervisor, proc: procs.Proc, bootstrap: str, *, timeout_s: float,
+                   what: str, bind_errors: Sequence[str], ports: str | None = None) -> None:
+    """Wait until a broker we started answers Metadata on ``bootstrap``; otherwise stop it and
+    raise one line: :class:`procs.PortInUse` when its log shows a bind error, else NotReady."""
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        sup.wait_ready(proc, lambda: procs.port_open(int(port), host)
+                       and metadata_ok(bootstrap, 1.0),
+                       timeout=timeout_s, what=f"answering Metadata on {bootstrap}", interval=0.1)
+    except procs.NotReady as e:
+        tail = proc.log_tail(60)
+        sup.stop(proc)
+        if any(b in tail for b in bind_errors):
+            raise procs.PortInUse(f"{what}: port {ports or bootstrap} is already in use; stop "
+                                  f"what holds it or choose another port (0 = pick a free one)"
+                                  ) from None
+        raise procs.NotReady(str(e)) from None
+
+
 def start_tansu(sup: procs.Supervisor, run_dir: Path | str | None = None, *, port: int = 0,
                 cpus: Sequence[int] | str | None = None, timeout_s: float = 30.0,
                 name: str = "tansu") -> Broker:
@@ -208,18 +227,8 @@ def start_tansu(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
     # Tansu also reads LISTENER_URL etc. from the environment; flags given in argv win over it.
     proc = sup.start(name, argv, cpus=pin)
     bootstrap = f"{host}:{port}"
-    try:
-        sup.wait_ready(proc, lambda: procs.port_open(port, host) and metadata_ok(bootstrap, 1.0),
-                       timeout=timeout_s,
-                       what=f"answering Metadata on {bootstrap}", interval=0.1)
-    except procs.NotReady as e:
-        tail = proc.log_tail(40)
-        sup.stop(proc)
-        if "AddrInUse" in tail or "Address already in use" in tail:
-            raise procs.PortInUse(f"tansu broker: port {host}:{port} is already in use; stop "
-                                  f"what holds it or choose another port (0 = pick a free one)"
-                                  ) from None
-        raise procs.NotReady(str(e)) from None
+    wait_answering(sup, proc, bootstrap, timeout_s=timeout_s, what="tansu broker",
+                   bind_errors=("AddrInUse", "Address already in use"))
     return Broker(bootstrap=bootstrap, name="tansu", version=tansu_version(binary),
                   pid=proc.pid, cluster_id=cluster_id,
                   settings={"storage_engine": "memory://tansu/", "binary": str(binary)})

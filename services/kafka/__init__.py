@@ -98,7 +98,7 @@ def verify(home: Path | None = None) -> list[Path]:
     """The jars of the cache, checked against its manifest; a clear error when any is off."""
     home = home or cache_dir()
     lib, manifest = home / "lib", home / MANIFEST
-    fix = f"run `make setup` (python -m services.kafka fetch) to resolve them again"
+    fix = "run `make setup` (python -m services.kafka fetch) to resolve them again"
     if not manifest.is_file():
         raise procs.LaunchError(f"kafka: the broker's jars are not in {home}; {fix}")
     try:
@@ -145,10 +145,11 @@ def fetch(*, force: bool = False, quiet: bool = False) -> Path:
                                     f"{kafka_version()} ({why}); is Maven Central reachable "
                                     f"(proxy, ~/.m2/settings.xml)?")
         jars = sorted((staging / "lib").glob("*.jar"))
+        if not any(j.name.startswith("kafka_2.13-") for j in jars):
+            raise procs.LaunchError(f"kafka: Maven resolved no kafka_2.13 jar from {POM}")
         (staging / MANIFEST).write_text(json.dumps(
             {"kafka_version": kafka_version(), "jars": {j.name: _sha256(j) for j in jars}},
             indent=1, sort_keys=True))
-        verify(staging)
         if home.exists():
             shutil.rmtree(home)
         staging.rename(home)
@@ -174,7 +175,6 @@ class KafkaSettings:
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
         "auto.create.topics.enable": "true",   # Faust creates its own internal topics this way
-        "log.flush.interval.messages": "9223372036854775807",  # Kafka's default: page cache
     })
 
     def to_dict(self) -> dict:
@@ -217,7 +217,7 @@ def start_kafka(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
     ``log_dir`` None formats a fresh one under ``run_dir`` (or beside the supervisor's logs);
     an existing formatted ``log_dir`` is reused as it is (a restart after a fault).
     """
-    from services.broker import Broker, metadata_ok  # noqa: PLC0415 - broker imports us lazily
+    from services.broker import Broker, wait_answering  # noqa: PLC0415 - broker imports us lazily
 
     settings = settings or KafkaSettings()
     java = java_binary()
@@ -258,18 +258,9 @@ def start_kafka(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
             cluster_id = m.group(1).strip() if m else None
     proc = sup.start(name, [*jvm, "kafka.Kafka", str(conf_dir / "server.properties")], cpus=cpus)
     bootstrap = f"{host}:{port}"
-    try:
-        sup.wait_ready(proc, lambda: procs.port_open(port, host) and metadata_ok(bootstrap, 1.0),
-                       timeout=timeout_s, what=f"answering Metadata on {bootstrap}",
-                       interval=0.2)
-    except procs.NotReady as e:
-        tail = proc.log_tail(60)
-        sup.stop(proc)
-        if "Address already in use" in tail or "BindException" in tail:
-            raise procs.PortInUse(f"kafka broker: a port of {host}:{port}/{controller_port} is "
-                                  f"already in use; stop what holds it or choose another port "
-                                  f"(0 = pick a free one)") from None
-        raise procs.NotReady(str(e)) from None
+    wait_answering(sup, proc, bootstrap, timeout_s=timeout_s, what="kafka broker",
+                   bind_errors=("Address already in use", "BindException"),
+                   ports=f"{host}:{port} or {controller_port} (controller)")
     return Broker(bootstrap=bootstrap, name="kafka", version=kafka_version(), pid=proc.pid,
                   cluster_id=cluster_id,
                   settings={**settings.to_dict(), "server.properties": props,

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m services.stream.measure [--n 30000] [--reps 3] [--only SUBSTR] [--json OUT]
 
-Layout (2 cores): Faust worker pinned to core 0; Tansu + this driver (a confluent-kafka producer
+Layout (2 cores): Faust worker pinned to core 0; the embedded broker (RVS_BROKER) + this driver (a confluent-kafka producer
 and consumer) on core 1. For every configuration: a fresh broker and fresh topics, one worker,
 the REAL model (services.model.load_model(); set RVS_MODEL_DIR to use another artifact), then
 
@@ -35,7 +35,7 @@ from services import procs
 from services.broker import start_broker
 from services.stream import launch
 from services.stream.client import StreamClient
-from services.stream.settings import StreamSettings
+from services.stream.settings import StreamSettings, broker_defaults
 
 WORKER_CPU, DRIVER_CPU = 0, 1
 
@@ -64,6 +64,10 @@ CONFIGS: list[tuple[str, dict, int, bool]] = [
     ("take_ready 256, direct (default)", {"take_max": 256, "take_mode": "ready"}, 40, True),
     ("take_ready 256, direct, fetch wait 1500 ms", {"take_max": 256, "take_mode": "ready",
                                                    "fetch_max_wait_ms": 1500}, 15, False),
+    ("take_ready 256, direct, fetch wait 10 ms", {"take_max": 256, "take_mode": "ready",
+                                                 "fetch_max_wait_ms": 10}, 15, False),
+    ("take_ready 256, direct, exactly-once", {"take_max": 256, "take_mode": "ready",
+                                              "processing_guarantee": "exactly_once"}, 40, True),
 ]
 
 
@@ -116,7 +120,7 @@ def run_config(name: str, overrides: dict, n_lat: int, do_tp: bool, texts: list[
     out: dict = {"name": name, "overrides": overrides}
     with procs.Supervisor(run / "logs") as sup:
         b = start_broker(sup, run, cpus=[DRIVER_CPU])
-        s = StreamSettings(workers=1, **overrides)
+        s = StreamSettings.from_dict({"workers": 1, **broker_defaults(b.name), **overrides})
         ep = launch.start(sup, s, run, bootstrap=b.bootstrap, cpus=[WORKER_CPU], timeout_s=60)
         wpid = ep.worker_pids[0]
         out["idle_before_pct"] = round(wait_quiet(quiet_wait_s)) if quiet_wait_s else None
