@@ -185,8 +185,14 @@ class KafkaSettings:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
+
+    Never one that starts with "-": the storage tool would read it as an option (one id in 64
+    does; Kafka's own ``Uuid.randomUuid`` draws again for the same reason)."""
+    while True:
+        cid = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def server_properties(port: int, controller_port: int, log_dir: Path,
