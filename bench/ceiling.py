@@ -50,11 +50,12 @@ from bench.progress import Progress
 from bench.run import (RESULTS, PhaseFailed, Placement, driver_argv, measure_ceiling, t0_of,
                        new_run_dir)
 from services.procs import LaunchError, Supervisor
+from services.stream.settings import StreamSettings
 
 #: Below this mean service CPU % in the saturated window, the service was not what limited it.
 SERVICE_BOUND_CPU = 95.0
 
-VARIANT_NAMES = ("rest/batch1", "rest/batchN", "stream/event", "stream/batchN")
+VARIANT_NAMES = ("rest/batch1", "rest/batchN", "stream/event", "stream/batchN", "stream/batchN-eos")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,14 @@ def default_variants(rest_batch: int = 100, take_max: int = 256,
                 {"shape": "batch", "take_max": take_max, **(stream_batch or {})},
                 sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}",
                 note=f"up to {take_max} events per model call (take_mode "
-                     f"{(stream_batch or {}).get('take_mode', 'ready')})"),
+                     f"{(stream_batch or {}).get('take_mode', StreamSettings.take_mode)})"),
+        # the same micro-batched worker under Faust's exactly-once (transactional producer,
+        # offsets committed inside the transaction): its cost against the variant above
+        Variant("stream/batchN-eos", "stream",
+                {"shape": "batch", "take_max": take_max, **(stream_batch or {}),
+                 "processing_guarantee": "exactly_once"},
+                sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}-eos",
+                note=f"stream/take{take_max} with processing_guarantee exactly_once"),
     ]
 
 

@@ -26,9 +26,9 @@ def entry(name: str, rps: float | None, cpu: float | None = 99.0, p50=2.0, p99=9
                              extra={"label": name, "mode": name.split("/")[0]})
 
 
-def four(**rps: float) -> dict:
+def variants(**rps: float) -> dict:
     base = {"rest/batch1": 800.0, "rest/batchN": 3900.0, "stream/event": 1000.0,
-            "stream/batchN": 3000.0}
+            "stream/batchN": 3000.0, "stream/batchN-eos": 2000.0}
     base.update({k.replace("_", "/"): v for k, v in rps.items()})
     return {n: entry(n, r) for n, r in base.items()}
 
@@ -74,7 +74,7 @@ def test_service_cpu_below_95_flags_driver_or_broker(cpu, bound):
 
 
 def test_bottleneck_line_names_driver_or_broker_and_a_shared_core():
-    vs = four()
+    vs = variants()
     vs["rest/batch1"] = entry("rest/batch1", 700.0, cpu=80.0)
     vs["rest/batch1"]["saturated"] = {"cpu": {"driver": 60.0, "service": 80.0},
                                       "service_core_busy": 99.0,
@@ -89,7 +89,7 @@ def test_bottleneck_line_names_driver_or_broker_and_a_shared_core():
 
 # --- summary.json ----------------------------------------------------------------------------
 def test_summary_schema_and_efficiency_consistency():
-    s = C.build_summary(CEIL, four(), run_id="20260101T000000Z-ceiling")
+    s = C.build_summary(CEIL, variants(), run_id="20260101T000000Z-ceiling")
     C.validate_summary(s)
     assert set(s) >= {"ceiling", "variants"}
     assert s["ceiling"]["batched_reviews_per_s"] == 4000.0
@@ -107,7 +107,7 @@ def test_summary_schema_and_efficiency_consistency():
 
 
 def test_validate_summary_rejects_broken_ones():
-    good = C.build_summary(CEIL, four())
+    good = C.build_summary(CEIL, variants())
     bad = json.loads(json.dumps(good))
     bad["variants"]["rest/batch1"]["efficiency"] = 0.9      # not reviews_per_s / ceiling
     with pytest.raises(ValueError, match="efficiency"):
@@ -127,7 +127,7 @@ def test_validate_summary_rejects_broken_ones():
 
 
 def test_a_failed_variant_keeps_the_schema_with_nulls():
-    vs = four()
+    vs = variants()
     vs["stream/batchN"] = C.failed_entry(C.default_variants()[3], "deploy failed")
     s = C.build_summary(CEIL, vs, complete=False)
     C.validate_summary(s)
@@ -138,7 +138,7 @@ def test_a_failed_variant_keeps_the_schema_with_nulls():
 
 # --- targets ---------------------------------------------------------------------------------
 def test_targets_met_and_missed():
-    vs = four(rest_batchN=3900.0, stream_batchN=3000.0, rest_batch1=800.0, stream_event=2500.0)
+    vs = variants(rest_batchN=3900.0, stream_batchN=3000.0, rest_batch1=800.0, stream_event=2500.0)
     vs["stream/event"]["latency_ms"] = {"p50": 14.0, "p99": 41.0}
     vs["rest/batch1"]["latency_ms"] = {"p50": 2.5, "p99": 8.0}
     got = {(t["variant"], t["metric"]): t["met"] for t in C.evaluate_targets(vs)}
@@ -158,7 +158,7 @@ def test_targets_of_a_missing_variant_are_not_measured():
 
 
 def test_table_text_shows_every_variant_and_target():
-    s = C.build_summary(CEIL, four())
+    s = C.build_summary(CEIL, variants())
     text = C.table_text(s)
     for name in C.VARIANT_NAMES:
         assert name in text
@@ -184,7 +184,7 @@ def test_phase_scenarios_validate(v, tmp_path):
     parse_scenario(half.to_dict())  # round-trips
 
 
-def test_default_variants_cover_the_four_and_settings_are_valid():
+def test_default_variants_cover_every_name_and_settings_are_valid():
     from services.rest.settings import RestSettings
     from services.stream.settings import StreamSettings
 
@@ -195,6 +195,10 @@ def test_default_variants_cover_the_four_and_settings_are_valid():
     assert by["stream/event"].service["shape"] == "event"
     assert by["stream/batchN"].service["shape"] == "batch"
     assert by["stream/batchN"].service["take_max"] == 256
+    # exactly-once is the micro-batched worker with one setting changed, so the two compare
+    eos = dict(by["stream/batchN-eos"].service)
+    assert eos.pop("processing_guarantee") == "exactly_once"
+    assert eos == dict(by["stream/batchN"].service)
     for v in vs:
         if v.mode == "rest":
             RestSettings.from_dict(v.service)
@@ -265,7 +269,7 @@ def test_per_cpu_second_normalises_by_the_cpu_the_service_got():
 def test_chart_is_written(tmp_path):
     from analysis.ceiling_chart import plot_ceiling
 
-    vs = four()
+    vs = variants()
     vs["stream/event"]["latency_ms"] = {"p50": None, "p99": None}
     out = plot_ceiling(C.build_summary(CEIL, vs, run_id="x"), tmp_path / "c" / "ceiling.png")
     assert out.exists() and out.stat().st_size > 10_000
