@@ -875,3 +875,22 @@ def broker_drift(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
     first = out["first_cpu_ms_per_request"]
     out["ratio"] = out["last_cpu_ms_per_request"] / first if first > 0 else float("nan")
     return out
+
+
+def broker_cost(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
+                role: str = "broker") -> dict[str, float] | None:
+    """The broker's own CPU over the measured window, per 1,000 requests answered in it.
+
+    Why: two brokers (or two runs) carry different loads, so their CPU % alone doesn't compare;
+    CPU-milliseconds per 1,000 answered requests does. None without broker samples or answers.
+    """
+    if cpu_roles is None or cpu_roles.empty or role not in cpu_roles.columns or table.empty:
+        return None
+    cpu = cpu_roles[(cpu_roles["t_s"] >= window.start) & (cpu_roles["t_s"] < window.end)][role]
+    ok = table[table["outcome"] == "ok"]
+    answered = int(((ok["done_s"] >= window.start) & (ok["done_s"] < window.end)).sum())
+    if cpu.empty or answered == 0:
+        return None
+    mean = float(cpu.mean())
+    return {"cpu_percent": mean, "answered": answered,
+            "cpu_ms_per_1k_answered": mean / 100 * window.duration_s / answered * 1e6}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import charts
 from .rundir import MODES, load_run
-from .summary import (RunAnalysis, analyse, caveats, error_table, headline_table, latency_table,
+from .summary import (RunAnalysis, analyse, broker_lines, caveats, error_table, headline_table, latency_table,
                       recovery_table, repeats_caption, repeats_table, status_line, sweep_table,
                       workers_lines, write_summary)
 
@@ -132,6 +132,10 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
     if cav:
         parts.append("<div class='banner'><b>Caveats</b><ul>"
                      + "".join(f"<li>{e(c)}</li>" for c in cav) + "</ul></div>")
+    brokers = broker_lines(summary)
+    if brokers:
+        parts += ["<h2>Broker</h2>", "<ul>" + "".join(f"<li>{e(b)}</li>" for b in brokers)
+                  + "</ul>"]
     workers = workers_lines(summary)
     if workers:
         parts += ["<h2>Workers</h2>", f"<p><small>{e(WORKERS_NOTE)}</small></p>",

@@ -155,6 +155,7 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "broker": {k: (ma.data.meta.get("broker") or {}).get(k) for k in ("name", "version")}
         if ma.data.meta.get("broker") else None,
         "broker_drift": mx.broker_drift(ma.cpu, ma.data.table, ma.data.window),
+        "broker_cost": mx.broker_cost(ma.cpu, ma.data.table, ma.data.window),
         "notes": list(ma.data.notes),
     }
     return mx.jsonable(out)
@@ -422,6 +423,20 @@ def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def broker_lines(summary: dict[str, Any]) -> list[str]:
+    """Per mode that ran on a broker: which one, and its CPU per 1,000 answered requests."""
+    out = []
+    for name in MODES:
+        mode = (summary.get("modes") or {}).get(name) or {}
+        b, cost = mode.get("broker") or {}, mode.get("broker_cost")
+        if not b or not cost:
+            continue
+        out.append(f"{name}: {b.get('name')} {b.get('version') or ''}".rstrip()
+                   + f": {cost['cpu_ms_per_1k_answered']:,.0f} CPU-ms per 1,000 answered "
+                     f"requests ({cost['cpu_percent']:.0f}% of a core over the window)")
+    return out
+
+
 def workers_lines(summary: dict[str, Any]) -> list[str]:
     """Per mode that ran: how many workers answered vs were configured, and the answer spread."""
     modes = summary.get("modes") or {}
@@ -489,6 +504,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     cav = caveats(summary)
     if cav:
         lines += ["", "Caveats:", ""] + [f"- {c}" for c in cav]
+    brokers = broker_lines(summary)
+    if brokers:
+        lines += ["", "Broker:", ""] + [f"- {b}" for b in brokers]
     workers = workers_lines(summary)
     if workers:
         lines += ["", "Workers (each answer names the worker process that served it):", ""]

@@ -403,3 +403,28 @@ def test_answered_in_window_counts_completions_not_due_times():
     assert m.reviews_per_s == pytest.approx(20.0)
     assert m.reviews_answered_per_s == pytest.approx(10.0)
     assert mx.answered_in_window(table(*rows).iloc[0:0], w) == 0.0
+
+
+def test_broker_cost_is_cpu_per_thousand_answered_requests():
+    w = mx.Window(warmup_s=0, duration_s=30)
+    tbl, cpu = _steady(10, 30, lambda s: 30.0)     # 30 % of a core for 300 answers in 30 s
+    c = mx.broker_cost(cpu, tbl, w)
+    assert c["answered"] == 300 and c["cpu_percent"] == pytest.approx(30.0)
+    assert c["cpu_ms_per_1k_answered"] == pytest.approx(0.30 * 30 / 300 * 1e6)   # 30,000 ms
+    # twice the answers for the same CPU: half the cost per answer
+    tbl2, _ = _steady(20, 30, lambda s: 30.0)
+    assert mx.broker_cost(cpu, tbl2, w)["cpu_ms_per_1k_answered"] == pytest.approx(15_000)
+    assert mx.broker_cost(cpu.drop(columns="broker"), tbl, w) is None
+    assert mx.broker_cost(cpu, tbl.iloc[0:0], w) is None
+
+
+def test_summary_markdown_names_the_broker_and_its_cost():
+    from analysis.summary import broker_lines, summary_markdown
+    s = {"scenario": "x", "ratios": {},
+         "modes": {"rest": {"broker": None, "broker_cost": None},
+                   "stream": {"broker": {"name": "kafka", "version": "3.9.1"},
+                              "broker_cost": {"cpu_percent": 12.0, "answered": 6000,
+                                              "cpu_ms_per_1k_answered": 1200.0}}}}
+    assert broker_lines(s) == ["stream: kafka 3.9.1: 1,200 CPU-ms per 1,000 answered requests "
+                               "(12% of a core over the window)"]
+    assert "- stream: kafka 3.9.1: 1,200 CPU-ms" in summary_markdown(s)
