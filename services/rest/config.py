@@ -59,6 +59,7 @@ NGINX_ERRORS = {
     408: "request timed out while nginx was reading it",
     413: "request body is over the limit of {limit} (client_max_body_size)",
     414: "request URI too long",
+    429: "too many requests in progress from this address (limit_conn_per_ip={limit_conn})",
     494: "request header too large",
     500: "internal error in nginx",
     502: "the service could not take the request (uWSGI backlog full, or no worker is up)",
@@ -128,6 +129,9 @@ def render_uwsgi_ini(s: RestSettings, *, bind: str, settings_json: Path, log_pat
         ("lazy-apps", "true" if s.lazy_apps else "false"),
         ("harakiri", s.harakiri_s),
         ("buffer-size", s.uwsgi_buffer_size),
+        # uWSGI's default (64 vars) drops a request with more header lines than that (a 502);
+        # nginx's header buffers bound the lines it can pass, so allow all of them
+        ("max-vars", s.max_header_lines + len(UWSGI_PARAMS)),
         ("disable-logging", "false" if s.request_log else "true"),
         ("log-5xx", "true"),
         ("log-master", "true"),          # workers' stdout/stderr (Python logging) via loggers
@@ -163,7 +167,8 @@ def render_nginx_conf(s: RestSettings, *, port: int, upstream: str, run_dir: Pat
                           for code in NGINX_ERRORS)
     error_locs = ""
     for code, msg in NGINX_ERRORS.items():
-        body = orjson.dumps({"error": msg.format(limit=limit, read_timeout=s.read_timeout_s)})
+        body = orjson.dumps({"error": msg.format(limit=limit, read_timeout=s.read_timeout_s,
+                                                 limit_conn=s.limit_conn_per_ip)})
         status = 400 if code == 494 else code
         error_locs += (f"        location = {ERROR_PREFIX}{code} {{\n"
                        f"            internal;\n"
@@ -171,6 +176,13 @@ def render_nginx_conf(s: RestSettings, *, port: int, upstream: str, run_dir: Pat
                        f"            return {status} {_nginx_str(body.decode())};\n"
                        f"        }}\n")
     access = f"access_log {run_dir / 'nginx-access.log'};" if s.access_log else "access_log off;"
+    # requests in progress per client address; the zone (1 MB: ~16,000 addresses) is shared by
+    # the workers. Off at 0. See RestSettings for why the default admits the bench's own load.
+    limit_zone = limit_conn = ""
+    if s.limit_conn_per_ip:
+        limit_zone = "    limit_conn_zone $binary_remote_addr zone=rvs_per_ip:1m;\n"
+        limit_conn = (f"        limit_conn rvs_per_ip {s.limit_conn_per_ip};\n"
+                      f"        limit_conn_status 429;\n")
     return f"""# rendered by services/rest/config.py from RestSettings; do not edit
 {user_line}daemon off;
 master_process on;
@@ -193,7 +205,14 @@ http {{
     keepalive_requests {s.client_keepalive_requests};
     client_max_body_size {s.client_max_body_size};
     client_body_buffer_size {s.client_body_buffer_size};
-    client_body_temp_path {tmp / 'body'};
+    # hostile clients: a slow header or body is cut off by these timers (then reset, not
+    # lingering in FIN_WAIT), an oversized header block is a 494 (answered as a JSON 400)
+    client_header_timeout {s.client_header_timeout_s}s;
+    client_body_timeout {s.client_body_timeout_s}s;
+    reset_timedout_connection on;
+    client_header_buffer_size {s.client_header_buffer_size};
+    large_client_header_buffers {s.large_client_header_buffers} {s.large_client_header_buffer_size};
+{limit_zone}    client_body_temp_path {tmp / 'body'};
     proxy_temp_path {tmp / 'proxy'};
     fastcgi_temp_path {tmp / 'fastcgi'};
     uwsgi_temp_path {tmp / 'uwsgi'};
@@ -206,7 +225,7 @@ http {{
     server {{
         listen {s.host}:{port} backlog={s.nginx_backlog};
         server_name _;
-{error_pages}
+{limit_conn}{error_pages}
         location / {{
             uwsgi_pass rest_uwsgi;
             uwsgi_connect_timeout {s.connect_timeout_s}s;
@@ -216,6 +235,9 @@ http {{
             uwsgi_buffers 16 16k;
             uwsgi_busy_buffers_size 32k;
             uwsgi_intercept_errors off;
+            # the whole body is read by nginx before uWSGI sees the request, so a slow body
+            # holds an nginx connection, never a worker (nginx's default, stated on purpose)
+            uwsgi_request_buffering on;
 {params}        }}
 
 {error_locs}    }}

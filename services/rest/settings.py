@@ -28,6 +28,33 @@ generator on core 1, with ``python -m services.rest.bench``):
   cores being measured; 5xx are still logged by uWSGI (log-5xx).
 - ``lazy_apps=True``: each worker loads the model itself, after fork (the launcher waits for
   every worker's ready marker).
+
+Limits against hostile clients (nginx holds them; tests/test_hostile.py attacks a real stack):
+
+- ``client_header_timeout_s=10`` (nginx: 60): the whole request header must arrive within it, as
+  one timer that a byte now and then does not reset, so a slowloris connection is closed after
+  10 s; a real client sends its header in one packet. A connection that sends nothing is closed
+  after the same time.
+- ``client_body_timeout_s=10`` (nginx: 60): the longest pause between two reads of a body; a body
+  announced by Content-Length and never finished is dropped after it. nginx reads the whole
+  body before it passes the request on (``uwsgi_request_buffering on``), so a slow body holds
+  one nginx connection, never a uWSGI worker.
+- ``client_header_buffer_size="1k"``, ``large_client_header_buffers=4`` x
+  ``large_client_header_buffer_size="2k"`` (nginx: 4 x 8k): a header line longer than one large
+  buffer, or a header block larger than all of them, is nginx's 494, answered as a JSON 400. The
+  API needs a short request line and a few short headers (no cookies, no tokens). The cap is
+  what makes it safe: every header block nginx accepts fits uWSGI's ``buffer-size`` (the uwsgi
+  packet grows a header line at most 10/3-fold, "a:<LF>" -> 10 bytes) and its
+  ``max-vars`` (one var per header line), so no header block reaches uWSGI only to be dropped
+  there as a 502.
+- ``limit_conn_per_ip=2048``: requests in progress per client address (nginx ``limit_conn``,
+  keyed on ``$binary_remote_addr``), 429 above it. Idle connections do not count (they meet
+  the header timeout instead). It must admit the bench's own load, which comes from 127.0.0.1
+  too: every scenario's ``max_in_flight`` is at most 2,000 (a test checks each scenario against
+  it), and with Locust's distributed mode each process adds its own. It must also leave
+  connections for others: a proxied request holds two nginx connections (client, upstream), so
+  ``2 * limit_conn_per_ip < worker_connections``; hence ``worker_connections=8192`` (was 4096;
+  a preallocated array, no measurable cost). 0 turns the limit off.
 """
 
 from __future__ import annotations
@@ -89,7 +116,7 @@ class RestSettings:
     blas_threads: int = 1                   # OMP/OPENBLAS/MKL threads per worker process
     # -- nginx -------------------------------------------------------------------------------
     worker_processes: int = 1
-    worker_connections: int = 4096
+    worker_connections: int = 8192          # per nginx worker; > 2 * limit_conn_per_ip
     nginx_backlog: int = 511                # nginx's own listen backlog (its default)
     read_timeout_s: int = 30                # uwsgi_read_timeout
     connect_timeout_s: int = 5              # uwsgi_connect_timeout (nginx caps it at 75 s)
@@ -100,6 +127,13 @@ class RestSettings:
     client_keepalive_timeout_s: int = 65
     client_keepalive_requests: int = 100000
     access_log: bool = False
+    # -- nginx: limits against hostile clients (see the docstring for the why of each) --------
+    client_header_timeout_s: int = 10       # whole header, one timer; then the socket is closed
+    client_body_timeout_s: int = 10         # longest pause between two body reads
+    client_header_buffer_size: str = "1k"   # first buffer for the request line + headers
+    large_client_header_buffers: int = 4    # number of large header buffers...
+    large_client_header_buffer_size: str = "2k"  # ...and each one's size (= longest header line)
+    limit_conn_per_ip: int = 2048           # requests in progress per client address; 0 = off
     # -- application -------------------------------------------------------------------------
     max_batch: int = 2000                   # instances per POST; more -> 400
     max_text_chars: int = 100_000           # characters per review; more -> 400
@@ -164,7 +198,9 @@ class RestSettings:
                      "blas_threads", "worker_processes", "worker_connections", "nginx_backlog",
                      "read_timeout_s", "connect_timeout_s", "send_timeout_s",
                      "upstream_keepalive", "client_keepalive_timeout_s",
-                     "client_keepalive_requests", "max_batch", "max_text_chars", "max_id_chars"):
+                     "client_keepalive_requests", "max_batch", "max_text_chars", "max_id_chars",
+                     "client_header_timeout_s", "client_body_timeout_s",
+                     "large_client_header_buffers", "limit_conn_per_ip"):
             need(is_int(getattr(self, name)), f"{name}={getattr(self, name)!r} must be an integer")
         for name in ("lazy_apps", "request_log", "access_log"):
             need(isinstance(getattr(self, name), bool),
@@ -201,6 +237,26 @@ class RestSettings:
         body = parse_size(self.client_max_body_size)
         need(body >= 1024, f"client_max_body_size={self.client_max_body_size!r} must be >= 1k")
         parse_size(self.client_body_buffer_size)
+        need(self.client_header_timeout_s >= 1 and self.client_body_timeout_s >= 1,
+             "client_header_timeout_s and client_body_timeout_s must be >= 1")
+        need(parse_size(self.client_header_buffer_size) >= 128,
+             f"client_header_buffer_size={self.client_header_buffer_size!r} must be >= 128")
+        need(self.large_client_header_buffers >= 1,
+             f"large_client_header_buffers={self.large_client_header_buffers} must be >= 1")
+        line = parse_size(self.large_client_header_buffer_size)
+        need(line >= parse_size(self.client_header_buffer_size),
+             f"large_client_header_buffer_size={self.large_client_header_buffer_size!r} must be "
+             f">= client_header_buffer_size={self.client_header_buffer_size!r}")
+        need(self.uwsgi_packet_bound <= self.uwsgi_buffer_size,
+             f"large_client_header_buffers={self.large_client_header_buffers} x "
+             f"{self.large_client_header_buffer_size} lets nginx pass a header block that can "
+             f"grow to {self.uwsgi_packet_bound} bytes as a uwsgi packet, over "
+             f"uwsgi_buffer_size={self.uwsgi_buffer_size}; uWSGI would drop it (502)")
+        need(self.limit_conn_per_ip >= 0, "limit_conn_per_ip must be >= 0 (0 = off)")
+        need(2 * self.limit_conn_per_ip < self.worker_connections,
+             f"limit_conn_per_ip={self.limit_conn_per_ip}: a proxied request holds two nginx "
+             f"connections, so 2 x {self.limit_conn_per_ip} must be < worker_connections="
+             f"{self.worker_connections}, or one address can take them all")
         need(self.max_batch >= 1, f"max_batch={self.max_batch} must be >= 1")
         need(self.max_text_chars >= 1, f"max_text_chars={self.max_text_chars} must be >= 1")
         need(self.max_id_chars >= 1, f"max_id_chars={self.max_id_chars} must be >= 1")
@@ -209,3 +265,20 @@ class RestSettings:
     @property
     def max_body_bytes(self) -> int:
         return parse_size(self.client_max_body_size)
+
+    @property
+    def max_header_bytes(self) -> int:
+        """The most header bytes nginx accepts (request line included)."""
+        return self.large_client_header_buffers * parse_size(self.large_client_header_buffer_size)
+
+    @property
+    def max_header_lines(self) -> int:
+        """The most header lines nginx can accept ("a:<LF>" is 3 bytes): uWSGI's max-vars."""
+        return self.max_header_bytes // 3 + 1
+
+    @property
+    def uwsgi_packet_bound(self) -> int:
+        """An upper bound of the uwsgi packet for any header block nginx accepts: each line
+        grows at most 10/3-fold ("a:<LF>" -> 2+6+2 bytes; the request line's URI, copied into
+        three vars, grows less), plus 2 KiB for the fixed vars (DOCUMENT_ROOT and the like)."""
+        return self.max_header_bytes * 10 // 3 + 2048
