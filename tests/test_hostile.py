@@ -337,3 +337,72 @@ def test_idle_connections_never_lock_out_a_good_client(stack):
     assert sorted(p.pid for p in psutil.Process(ep.nginx_pid).children()) == before
     # the attack did exhaust nginx's connections (else this test proves nothing)
     assert "worker_connections are not enough" in (stack["run"] / "nginx-error.log").read_text()
+
+
+# -- every listener on loopback ------------------------------------------------------------------
+
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def listeners(pids: list[int]) -> dict[int, list[tuple[str, str, int]]]:
+    """The listening sockets (TCP in LISTEN, UDP bound with no peer) of the given processes and
+    all their descendants: pid -> [(name, ip, port)]. Read from /proc by psutil (socket inodes
+    of /proc/<pid>/fd matched against /proc/<pid>/net/tcp{,6} and udp{,6})."""
+    procs: dict[int, psutil.Process] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            procs |= {p.pid: p for p in (root, *root.children(recursive=True))}
+    out: dict[int, list[tuple[str, str, int]]] = {}
+    for pid, p in procs.items():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            name = p.name()
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr):
+                    out.setdefault(pid, []).append((name, c.laddr.ip, c.laddr.port))
+    return out
+
+
+def beyond_loopback(found: dict[int, list[tuple[str, str, int]]]) -> list:
+    return [(pid, *sock) for pid, socks in found.items() for sock in socks
+            if sock[1] not in LOOPBACK]
+
+
+def test_the_listener_check_sees_a_wildcard_bind():
+    """The check below can fail: a socket of this very process on 0.0.0.0 is reported."""
+    with socket.socket() as wild, socket.socket() as local:
+        wild.bind(("0.0.0.0", 0))
+        wild.listen()
+        local.bind(("127.0.0.1", 0))
+        local.listen()
+        found = listeners([os.getpid()])
+        ports = {port for _, _, port in found[os.getpid()]}
+        assert {wild.getsockname()[1], local.getsockname()[1]} <= ports
+        bad = beyond_loopback(found)
+        assert [(ip, port) for _, _, ip, port in bad] == [("0.0.0.0", wild.getsockname()[1])]
+
+
+@pytest.mark.stack
+@needs_model
+def test_every_listener_of_the_local_stack_is_on_loopback(tmp_path):
+    """Both modes up through the launcher the bench uses (nginx, uWSGI, the embedded broker, a
+    Faust worker), with every optional listener switched on (uWSGI on TCP, Faust's web server):
+    each process and its children listen on 127.0.0.1 or ::1 only."""
+    from services.broker import broker_kind
+    from services.launcher import deploy
+    from services.procs import Supervisor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    svc, brk = ([cpus[0]], [cpus[-1]]) if len(cpus) > 1 else (None, None)
+    with Supervisor(tmp_path / "logs") as sup, \
+            deploy("rest", tmp_path / "rest", sup=sup, service_cpus=svc,
+                   overrides={"processes": 1, "uwsgi_socket": "tcp"}), \
+            deploy("stream", tmp_path / "stream", sup=sup, service_cpus=svc, broker_cpus=brk,
+                   overrides={"workers": 1, "web_enabled": True}):
+        by_name = {p.name: p.pid for p in sup.procs}
+        assert {"rest-nginx", "rest-uwsgi", broker_kind(), "stream-worker-0"} <= set(by_name)
+        found = listeners(list(by_name.values()))
+        # every part was looked at: each has at least one listener of its own
+        for name, pid in by_name.items():
+            assert found.get(pid), f"{name} (pid {pid}) shows no listener: {found}"
+        assert not beyond_loopback(found), f"listening beyond loopback: {beyond_loopback(found)}"
