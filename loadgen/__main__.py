@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if sc.is_relative:
+        print(f"error: {a.scenario}: its load is relative to a capacity measured first "
+              f"(arrival unit {sc.arrival.unit!r}); run it with `python -m bench run`, which "
+              "calibrates and hands the driver the resolved scenario", file=sys.stderr)
+        return 2
     bound = (a.lateness_p99_bound_ms if a.lateness_p99_bound_ms is not None else 20.0) / 1e3
     if a.mode == "rest":
         if not a.url:

@@ -16,6 +16,11 @@ Shape of a file (every section but ``name`` is optional)::
       open:   {process: poisson, seed: 7, rate: {shape: constant, ops_per_s: 100},
                max_in_flight: 1000, max_lateness_s: 1.0}
       # closed: {clients: 8 | [[at_s, n], ...], think_s: 0}
+      # either may state its load relative to a deployment's capacity measured first:
+      # open {unit: capacity}: rates are fractions of its saturated ops/s;
+      # closed {unit: timeout_fill}: client counts are multiples of the count whose queueing
+      # fills client.timeout_s (timeout_s x saturated ops/s), see loadgen/relative.py
+    calibration: {mode: rest, warmup_s: 3, duration_s: 8, clients: 4}   # for relative loads
     timing:   {warmup_s: 5, duration_s: 60, drain_s: 10, max_requests: 2000000}
     client:   {timeout_s: 5, stream_timeout_s: null,   # stream: null = timeout_s (see Client)
                retry: {policy: none|fixed|exponential, max_attempts: 1,
@@ -46,6 +51,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 
 MODES = ("rest", "stream")
+#: How an arrival states its load: absolute, or relative to a calibrated capacity.
+OPEN_UNITS = ("ops_per_s", "capacity")
+CLOSED_UNITS = ("clients", "timeout_fill")
 SOURCES = ("imdb", "synthetic")
 SPLITS = ("test", "train")
 PROCESSES = ("constant", "poisson")
@@ -123,13 +131,16 @@ class OpenArrival:
     max_in_flight: int = 1000     # REST: concurrent requests (= connections) the driver allows
     max_lateness_s: float = 1.0   # a send later than this after its intended time is not sent:
     #                               its row says generator_saturated
+    unit: str = "ops_per_s"       # "capacity": every rate is a fraction of the calibrated ops/s
     model: str = "open"
 
 
 @dataclass(frozen=True)
 class ClosedArrival:
-    clients: tuple[tuple[float, int], ...]   # ((at_s, n_clients), ...), first at 0
+    clients: tuple[tuple[float, int], ...]   # ((at_s, n_clients), ...), first at 0; with unit
+    #                                          timeout_fill the counts are multiples (floats)
     think_s: float = 0.0
+    unit: str = "clients"
     model: str = "closed"
 
     @property
@@ -201,6 +212,16 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The short saturated phase that measures ``mode``'s capacity before a scenario whose load
+    is relative to it: closed loop, ``clients`` clients, the scenario's own payload and batch."""
+    mode: str = "rest"
+    warmup_s: float = 3.0
+    duration_s: float = 8.0
+    clients: int = 4
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -213,6 +234,7 @@ class Scenario:
     slo: Slo
     service: dict[str, dict]
     faults: tuple[Fault, ...] = ()
+    calibration: Calibration | None = None   # set when the arrival's load is relative
     source: str | None = field(default=None, compare=False)  # file it came from (not in to_dict)
 
     def to_dict(self) -> dict:
@@ -223,13 +245,20 @@ class Scenario:
         arr = d.pop("arrival")
         model = arr.pop("model")
         if model == "open":
-            arr["rate"] = _rate_to_dict(self.arrival.rate)
+            arr["rate"] = rate_to_dict(self.arrival.rate)
         else:
             arr["clients"] = [[t, n] for t, n in self.arrival.clients]
         d["arrival"] = {model: arr}
         d["faults"] = [{**f, "modes": list(f["modes"])} for f in d["faults"]]
         d["service"] = copy.deepcopy(self.service)
+        if d["calibration"] is None:
+            d.pop("calibration")
         return d
+
+    @property
+    def is_relative(self) -> bool:
+        """Its load is stated relative to a capacity that must be measured first."""
+        return self.arrival.unit not in ("ops_per_s", "clients")
 
     @property
     def is_open(self) -> bool:
@@ -241,7 +270,7 @@ class Scenario:
         return replace(self, timing=replace(self.timing, **timing))
 
 
-def _rate_to_dict(rate: Rate) -> dict:
+def rate_to_dict(rate: Rate) -> dict:
     d = asdict(rate)
     shape = d.pop("shape")
     if shape == "steps":
@@ -421,7 +450,7 @@ def _arrival(ctx: _Ctx, v: Any) -> Arrival:
                                  f"(client loops); got {sorted(d) or 'none'}")
     if "open" in d:
         o = _mapping(ctx, d["open"], "arrival.open",
-                     ("process", "seed", "rate", "max_in_flight", "max_lateness_s"),
+                     ("process", "seed", "rate", "max_in_flight", "max_lateness_s", "unit"),
                      required=("rate",))
         p = "arrival.open"
         base = OpenArrival(rate=RateConstant(1.0))
@@ -433,20 +462,43 @@ def _arrival(ctx: _Ctx, v: Any) -> Arrival:
                                hi=100_000, integer=True),
             max_lateness_s=_num(ctx, o, "max_lateness_s", p, base.max_lateness_s, lo=0,
                                 lo_open=True, hi=3600),
+            unit=_choice(ctx, o, "unit", p, base.unit, OPEN_UNITS),
         )
-    c = _mapping(ctx, d["closed"], "arrival.closed", ("clients", "think_s"), required=("clients",))
+    c = _mapping(ctx, d["closed"], "arrival.closed", ("clients", "think_s", "unit"),
+                 required=("clients",))
     p = "arrival.closed"
+    unit = _choice(ctx, c, "unit", p, "clients", CLOSED_UNITS)
+    absolute = unit == "clients"   # else multiples of a calibrated count (floats)
     raw = c["clients"]
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        n = _num(ctx, c, "clients", p, None, lo=1, hi=100_000, integer=True)
+        n = _num(ctx, c, "clients", p, None, lo=1 if absolute else 0, lo_open=not absolute,
+                 hi=100_000, integer=absolute)
         clients: tuple = ((0.0, n),)
     else:
-        clients = _pairs(ctx, raw, f"{p}.clients", "clients", integer_second=True,
+        clients = _pairs(ctx, raw, f"{p}.clients", "clients", integer_second=absolute,
                          hi_second=100_000)
-        if max(n for _, n in clients) < 1:
+        if absolute and max(n for _, n in clients) < 1:
             raise ctx.err(f"{p}.clients", "at least one step must have >= 1 client")
-    return ClosedArrival(clients=clients,
+        if not absolute and max(n for _, n in clients) <= 0:
+            raise ctx.err(f"{p}.clients", "at least one step must be > 0")
+    return ClosedArrival(clients=clients, unit=unit,
                          think_s=_num(ctx, c, "think_s", p, 0.0, lo=0, hi=3600))
+
+
+def _calibration(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> Calibration:
+    d = _mapping(ctx, v, "calibration", ("mode", "warmup_s", "duration_s", "clients"))
+    base = Calibration(mode=modes[0])
+    mode = _choice(ctx, d, "mode", "calibration", base.mode, MODES)
+    if mode not in modes:
+        raise ctx.err("calibration.mode", f"{mode!r} is not one of the scenario's modes "
+                                          f"{list(modes)}")
+    return Calibration(
+        mode=mode,
+        warmup_s=_num(ctx, d, "warmup_s", "calibration", base.warmup_s, lo=0, hi=600),
+        duration_s=_num(ctx, d, "duration_s", "calibration", base.duration_s, lo=0,
+                        lo_open=True, hi=600),
+        clients=_num(ctx, d, "clients", "calibration", base.clients, lo=1, hi=10_000,
+                     integer=True))
 
 
 def _timing(ctx: _Ctx, v: Any) -> Timing:
@@ -526,7 +578,8 @@ def _faults(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> tuple[Fault, ...]:
     return tuple(out)
 
 
-TOP_KEYS = ("name", "description", "modes", "payload", "workload", "arrival", "timing", "client",
+TOP_KEYS = ("name", "description", "modes", "payload", "workload", "arrival", "calibration",
+            "timing", "client",
             "slo", "service", "faults")
 
 
@@ -545,6 +598,11 @@ def parse_scenario(data: Any, where: str = "<scenario>") -> Scenario:
     modes = _modes(ctx, d.get("modes", list(MODES)), "modes")
     timing = _timing(ctx, d.get("timing"))
     arrival = _arrival(ctx, d["arrival"])
+    relative = arrival.unit not in ("ops_per_s", "clients")
+    if "calibration" in d and not relative:
+        raise ctx.err("calibration", "only a relative load needs one (arrival unit "
+                                     "'capacity' or 'timeout_fill')")
+    calibration = _calibration(ctx, d.get("calibration"), modes) if relative else None
     faults = _faults(ctx, d.get("faults"), modes)
     for i, f in enumerate(faults):
         if f.at_s >= timing.end_s:
@@ -557,6 +615,7 @@ def parse_scenario(data: Any, where: str = "<scenario>") -> Scenario:
         payload=_payload(ctx, d.get("payload")), workload=_workload(ctx, d.get("workload")),
         arrival=arrival, timing=timing, client=_client(ctx, d.get("client")),
         slo=_slo(ctx, d.get("slo")), service=_service(ctx, d.get("service")), faults=faults,
+        calibration=calibration,
         source=None if where.startswith("<") else where,
     )
 
