@@ -33,7 +33,6 @@ import io
 import json
 import math
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 import yaml
 
 from bench import meta as metamod
-from bench.cpu import CpuSampler
+from bench.cpu import CoreSampler, CpuSampler
 from bench.progress import Progress
 from bench.run import (RESULTS, PhaseFailed, Placement, driver_argv, measure_ceiling, t0_of,
                        new_run_dir)
@@ -328,68 +327,9 @@ def write_scenario(doc: dict, path: Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The service cores' total busy time (to tell "the driver starved it" from "someone else took it")
+# The service cores' total busy time (to tell "the driver starved it" from "someone else took
+# it"): bench.cpu.CoreSampler, the one bench run records in each mode's cores.csv too
 # ---------------------------------------------------------------------------------------------
-class CoreSampler:
-    """Busy seconds of some cores (/proc/stat via psutil), sampled every ``interval`` s.
-
-    Busy = user + nice + system (processes) + irq + softirq (the kernel, e.g. loopback network
-    work) + steal (the hypervisor gave the core to another VM). Each sample keeps the three parts
-    so a report can say which one took the service's core.
-    """
-
-    PARTS = ("processes", "irq", "steal")
-
-    def __init__(self, cpus: Sequence[int], interval: float = 0.5):
-        self.cpus = list(cpus)
-        self.interval = interval
-        # (epoch, busy seconds of self.cpus, {part: seconds})
-        self.samples: list[tuple[float, float] | tuple[float, float, dict]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="core-sampler", daemon=True)
-
-    def _sample(self) -> tuple[float, float, dict]:
-        import psutil
-        per = psutil.cpu_times(percpu=True)
-        parts = dict.fromkeys(self.PARTS, 0.0)
-        for c in self.cpus:
-            if c < len(per):
-                t = per[c]
-                parts["processes"] += t.user + t.nice + t.system
-                parts["irq"] += getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-                parts["steal"] += getattr(t, "steal", 0.0)
-        return time.time(), sum(parts.values()), parts
-
-    def _run(self) -> None:
-        self.samples.append(self._sample())
-        while not self._stop.wait(self.interval):
-            self.samples.append(self._sample())
-
-    def start(self) -> CoreSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def busy_percent(self, start_epoch: float, end_epoch: float) -> float | None:
-        """Mean busy % (100 = one core) between the samples nearest the window's ends."""
-        inside = [s for s in self.samples if start_epoch <= s[0] <= end_epoch]
-        if len(inside) < 2:
-            return None
-        (t0, b0), (t1, b1) = inside[0][:2], inside[-1][:2]
-        return 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else None
-
-    def parts_percent(self, start_epoch: float, end_epoch: float) -> dict[str, float] | None:
-        """busy_percent split into processes / irq (+softirq) / steal."""
-        inside = [s for s in self.samples if start_epoch <= s[0] <= end_epoch and len(s) > 2]
-        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-            return None
-        a, b = inside[0], inside[-1]
-        return {k: 100.0 * (b[2][k] - a[2][k]) / (b[0] - a[0]) for k in self.PARTS}
-
-
 # ---------------------------------------------------------------------------------------------
 # Driving one phase (as bench.run.run_mode drives a mode, on a deployment already up)
 # ---------------------------------------------------------------------------------------------
