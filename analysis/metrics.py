@@ -120,6 +120,8 @@ class Ceiling:
 
     reviews_per_s: float | None
     source: str           # "measured" | "model_cost_fallback" | "unknown"
+    noise: float | None = None   # (max - min) / best of the tries it is the best of
+    batch: int | None = None     # reviews per model call it was measured at
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,12 +532,20 @@ def mode_series(table: pd.DataFrame, window: Window) -> ModeSeries:
 
 
 def ceiling_from_meta(meta: Mapping[str, Any], mode: str | None = None) -> Ceiling:
-    """The ceiling the run measured, else 1e6 / model batched cost × service cores (flagged)."""
+    """The ceiling measured around the mode (meta.modes.<mode>.ceiling: best of its tries, with
+    their noise), else the run's one measurement before all modes (older runs), else 1e6 / model
+    batched cost × service cores (flagged)."""
+    mode_meta = ((meta.get("modes") or {}).get(mode) or {}) if mode else {}
+    own = mode_meta.get("ceiling") or {}
+    best = _none(own.get("best"))
+    if best and best > 0:
+        batch = own.get("batch")
+        return Ceiling(best, "measured", _none(own.get("noise")),
+                       int(batch) if isinstance(batch, (int, float)) else None)
     measured = _none((meta.get("ceiling") or {}).get("batched_reviews_per_s"))
     if measured and measured > 0:
         return Ceiling(measured, "measured")
     cost = _none((((meta.get("model") or {}).get("cost_us_per_prediction")) or {}).get("batched_median"))
-    mode_meta = ((meta.get("modes") or {}).get(mode) or {}) if mode else {}
     cores = len(mode_meta.get("service_cpus") or []) or len((meta.get("ceiling") or {}).get("cpus") or []) or 1
     if cost and cost > 0:
         return Ceiling(1e6 / cost * cores, "model_cost_fallback")
@@ -544,6 +554,65 @@ def ceiling_from_meta(meta: Mapping[str, Any], mode: str | None = None) -> Ceili
 
 def efficiency(reviews_per_s: float, ceiling: Ceiling) -> float | None:
     return _div(reviews_per_s, ceiling.reviews_per_s) if ceiling.reviews_per_s else None
+
+
+def ceiling_check(reviews_per_s: float | None, ceiling: Ceiling) -> str | None:
+    """Is the ceiling one? "below" it; "within_noise": above the best try by no more than the
+    tries' own spread (efficiency ≈ 1: the model's speed); "above": by more than that, so the
+    ceiling was not what this deployment had (a busier core when it was measured, or more cores
+    than measured). None without a measured ceiling."""
+    c = ceiling.reviews_per_s
+    if ceiling.source != "measured" or not c or reviews_per_s is None:
+        return None
+    if reviews_per_s <= c:
+        return "below"
+    return "within_noise" if reviews_per_s <= c * (1.0 + (ceiling.noise or 0.0)) else "above"
+
+
+#: Steal, or CPU of processes other than the service's, above this % of each service core flags
+#: a run: the service then lost about a tenth of its CPU, as much as `make compare`'s efficiency
+#: threshold, so the machine's noise alone could make or hide a regression.
+CORE_NOISE_WARN = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoreNoise:
+    """What else used the service cores over the window (% of one core, summed over them)."""
+
+    cores: int
+    busy: float                # processes + irq + steal
+    processes: float           # user + nice + system: the service's and everyone else's
+    irq: float                 # irq + softirq: the kernel (loopback networking of this run too)
+    steal: float               # the hypervisor gave the core to another VM
+    service: float | None      # the service's own processes (cpu.csv)
+    other: float | None        # processes - service: someone else's CPU on the service cores
+    noisy: bool
+
+
+def is_noisy(steal: float | None, other: float | None, cores: int,
+             threshold: float = CORE_NOISE_WARN) -> bool:
+    """Steal or others' CPU above ``threshold`` % per service core."""
+    per = max(1, cores)
+    return any(x is not None and x / per > threshold for x in (steal, other))
+
+
+def core_noise(cores: pd.DataFrame | None, window: Window,
+               service_cpu: float | None) -> CoreNoise | None:
+    """The window's mean of each part of cores.csv (cumulative seconds: bench.cpu.CoreSampler)
+    between its first and last sample inside the window; None with fewer than two."""
+    if cores is None or cores.empty or not {"t_s", "cores", "processes_s", "irq_s",
+                                            "steal_s"} <= set(cores.columns):
+        return None
+    w = cores[(cores["t_s"] >= window.start) & (cores["t_s"] <= window.end)].sort_values("t_s")
+    if len(w) < 2 or float(w["t_s"].iloc[-1]) <= float(w["t_s"].iloc[0]):
+        return None
+    dt = float(w["t_s"].iloc[-1] - w["t_s"].iloc[0])
+    pct = {k: max(0.0, 100.0 * float(w[f"{k}_s"].iloc[-1] - w[f"{k}_s"].iloc[0]) / dt)
+           for k in ("processes", "irq", "steal")}
+    n = int(w["cores"].iloc[0])
+    other = None if service_cpu is None else max(0.0, pct["processes"] - service_cpu)
+    return CoreNoise(n, sum(pct.values()), pct["processes"], pct["irq"], pct["steal"],
+                     service_cpu, other, is_noisy(pct["steal"], other, n))
 
 
 def faults_from_meta(items: Iterable[Mapping[str, Any]] | None) -> tuple[Fault, ...]:

@@ -35,6 +35,8 @@ class ModeData:
     meta: dict[str, Any]
     cpu: pd.DataFrame | None = None
     complete: bool = True
+    #: <mode>/cores.csv: the service cores' busy seconds (others' load on them; older runs: None)
+    cores: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -118,6 +120,16 @@ def _read_cpu(path: Path, notes: list[str]) -> pd.DataFrame | None:
     return cpu
 
 
+def _read_cores(path: Path, notes: list[str]) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except Exception as e:  # a half-written CSV must not sink the report
+        notes.append(f"{path.name} unreadable ({type(e).__name__}: {e})")
+        return None
+
+
 def load_mode(run_path: Path, meta: dict, name: str) -> tuple[ModeData | None, list[str]]:
     """One mode's data, or None (with the reason) if its table is absent or unreadable."""
     folder = run_path / name
@@ -142,7 +154,7 @@ def load_mode(run_path: Path, meta: dict, name: str) -> tuple[ModeData | None, l
     data = ModeData(
         name=name, table=table, window=window, faults=faults_from_meta(mode_meta.get("faults")),
         ceiling=ceiling, meta=mode_meta, cpu=_read_cpu(folder / "cpu.csv", notes),
-        complete=complete, notes=notes,
+        complete=complete, notes=notes, cores=_read_cores(folder / "cores.csv", notes),
     )
     return data, [f"{name}: {n}" for n in notes]
 

@@ -30,6 +30,7 @@ class ModeAnalysis:
     cpu_mean: dict[str, float | None]
     steps: list[mx.Step] | None = None   # rate-steps scenarios only: each step against the SLO
     workers: Workers | None = None       # configured vs answering workers (analysis/workers.py)
+    core_noise: mx.CoreNoise | None = None   # others' load on the service cores (cores.csv)
 
 
 @dataclass
@@ -52,8 +53,9 @@ def analyse_mode(data: ModeData) -> ModeAnalysis:
                         faults=data.faults, series=series)
     cpu = mx.cpu_by_role(data.cpu, data.role_by_pid) if data.cpu is not None else \
         pd.DataFrame({"t_s": pd.Series(dtype=float)})
-    return ModeAnalysis(data, m, series, cpu, mx.cpu_means(cpu, data.window),
-                        workers=workers_from_meta(data.meta))
+    means = mx.cpu_means(cpu, data.window)
+    return ModeAnalysis(data, m, series, cpu, means, workers=workers_from_meta(data.meta),
+                        core_noise=mx.core_noise(data.cores, data.window, means.get("service")))
 
 
 def analyse(run: Run) -> RunAnalysis:
@@ -147,6 +149,10 @@ def mode_summary(ma: ModeAnalysis) -> dict[str, Any]:
         "in_flight": {"max": m.in_flight_max, "mean": m.in_flight_mean},
         "ceiling_reviews_per_s": m.ceiling.reviews_per_s,
         "efficiency_source": m.ceiling.source,
+        # the mode's own ceiling record (every try, best, noise) and whether it held
+        "ceiling": ma.data.meta.get("ceiling"),
+        "ceiling_check": mx.ceiling_check(m.reviews_per_s, m.ceiling),
+        "core_noise": ma.core_noise,
         "service_cpu_mean": ma.cpu_mean.get("service"),
         "cpu_mean_by_role": ma.cpu_mean,
         "recoveries": mx.jsonable(list(m.recoveries)),
@@ -275,6 +281,10 @@ HEADLINE_ROWS: list[tuple[str, str, str]] = [
     ("throughput range (1 s, req/s)", "throughput_spread_1s.range", "{:,.1f}"),
     ("max in flight", "in_flight.max", "{:,d}"),
     ("efficiency (vs ceiling)", "efficiency", "{:.1%}"),
+    ("model ceiling (reviews/s, best try)", "ceiling_reviews_per_s", "{:,.0f}"),
+    ("ceiling noise (max-min)/best", "ceiling.noise", "{:.1%}"),
+    ("steal on service cores (%)", "core_noise.steal", "{:,.1f}"),
+    ("others' CPU on service cores (%)", "core_noise.other", "{:,.1f}"),
     ("service CPU mean (%)", "service_cpu_mean", "{:,.0f}"),
     ("duplicates", "duplicates", "{:,d}"),
 ]
@@ -464,6 +474,67 @@ def caveats(summary: dict[str, Any]) -> list[str]:
         out.append(f"{name}: {broker}'s CPU per answered request grew {d['ratio']:.1f}x from the "
                    f"first to the last third of the window ({d['first_cpu_percent']:.0f}% -> "
                    f"{d['last_cpu_percent']:.0f}% of a core): {why}.")
+    return out + ceiling_caveats(summary) + core_noise_caveats(summary)
+
+
+def ceiling_caveats(summary: dict[str, Any]) -> list[str]:
+    """A mode whose reviews/s is above its measured ceiling: beyond the ceiling's own noise the
+    efficiency is not a fraction of anything; within it, it reads as "at the model's speed"."""
+    out = []
+    for name in MODES:
+        m = (summary.get("modes") or {}).get(name) or {}
+        check, c = m.get("ceiling_check"), m.get("ceiling_reviews_per_s")
+        if check not in ("above", "within_noise") or not c:
+            continue
+        ceil = m.get("ceiling") or {}
+        over, noise = m["reviews_per_s"] / c - 1.0, ceil.get("noise") or 0.0
+        what = (f"{name}: {m['reviews_per_s']:,.0f} reviews/s is {over:.1%} above the model's own "
+                f"ceiling ({c:,.0f} reviews/s" + (f" at batch {ceil['batch']}" if ceil.get("batch")
+                                                  else "") + ")")
+        if check == "above":
+            out.append(f"{what}, more than the ceiling's measured noise ({noise:.1%}): its "
+                       f"efficiency ({m.get('efficiency') or 0:.0%}) is not a share of a ceiling. "
+                       "The cores were busier while the ceiling was measured than during the run, "
+                       "or the service used more cores than it was measured on.")
+        else:
+            out.append(f"{what}, within the ceiling's measured noise ({noise:.1%}): efficiency "
+                       f"{m.get('efficiency') or 0:.0%} means the model's own speed, no more.")
+    return out
+
+
+def yardstick_lines(summary: dict[str, Any]) -> list[str]:
+    """Per mode that ran: its ceiling (best try, batch, noise) and others' load on its cores."""
+    out = []
+    for name in MODES:
+        m = (summary.get("modes") or {}).get(name)
+        if not m:
+            continue
+        ceil, n = m.get("ceiling") or {}, m.get("core_noise") or {}
+        line = f"{name}: ceiling " + fmt(m.get("ceiling_reviews_per_s"), "{:,.0f}") + " reviews/s"
+        if ceil.get("tries"):
+            line += (f" at batch {ceil.get('batch')} (best of {len(ceil['tries'])} tries, noise "
+                     + fmt(ceil.get("noise"), "{:.1%}") + ")")
+        if n:
+            line += (f"; on its {n.get('cores')} core(s) steal " + fmt(n.get("steal"), "{:.1f}%")
+                     + ", other processes " + fmt(n.get("other"), "{:.1f}%"))
+        out.append(line)
+    return out
+
+
+def core_noise_caveats(summary: dict[str, Any]) -> list[str]:
+    """A mode whose service cores lost more than CORE_NOISE_WARN % each to steal or to
+    processes other than the service's over the window."""
+    out = []
+    for name in MODES:
+        n = ((summary.get("modes") or {}).get(name) or {}).get("core_noise") or {}
+        if not n.get("noisy"):
+            continue
+        other = "–" if n.get("other") is None else f"{n['other']:.0f}%"
+        out.append(f"{name}: the service cores were shared during the window: steal "
+                   f"{n['steal']:.0f}%, other processes {other} of {n['cores']} core(s) (flagged "
+                   f"above {mx.CORE_NOISE_WARN:.0f}% per core): the service had less CPU than "
+                   "its cores, so its throughput and latency are pessimistic; re-run on a quiet "
+                   "machine before comparing.")
     return out
 
 

@@ -117,6 +117,13 @@ class Progress:
                            _f(f.get("retried"), 0), _f(f.get("duplicated"), 0))
             self.console.print(ft)
         self._show_repeats(s)
+        from rich.markup import escape
+
+        from analysis.summary import caveats, yardstick_lines
+        for line in yardstick_lines(s):
+            self.console.print(escape(line), soft_wrap=True)
+        for line in caveats(s):
+            self.console.print(f"[yellow]caveat[/]: {escape(line)}", soft_wrap=True)
         ratios = s.get("ratios") or {}
         if ratios:
             self.console.print("stream ÷ rest: " + ", ".join(
