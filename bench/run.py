@@ -23,8 +23,9 @@ from pathlib import Path
 
 from analysis.repeats import REPEAT_PREFIX, interleaved
 from bench import meta as metamod
-from bench.cpu import CpuSampler
+from bench.cpu import CoreSampler, CpuSampler
 from bench.faults import FaultInjector
+from bench.model_ceiling import ModeCeiling
 from bench.progress import Progress
 from services.procs import LaunchError, Supervisor, parse_cpus
 
@@ -122,15 +123,16 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
         phase = "model"
         model = load_model()
         meta["model"] = model.info
+        ceilings = None   # the model's own ceiling, measured around each mode on its cores
         if opts.measure_ceiling:
             phase = "ceiling"
-            meta["ceiling"] = measure_ceiling(model, scenario, opts.placement, progress)
+            ceilings = ModeCeiling(model, scenario, opts.placement.service or (), progress.say)
         metamod.write_json(meta_path, meta)
         del model
         if opts.repeat == 1:
             for mode in scenario.modes:
                 phase = f"{mode}"
-                _run_into(mode, scenario, run_dir, meta, opts, progress)
+                _run_into(mode, scenario, run_dir, meta, opts, progress, ceilings)
             meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
         else:
             meta.pop("modes")
@@ -148,7 +150,7 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
                 where = f"repeat {k}: "
                 for mode in order:
                     phase = f"{where}{mode}"
-                    _run_into(mode, scenario, sub, rmeta, opts, progress)
+                    _run_into(mode, scenario, sub, rmeta, opts, progress, ceilings)
                 rmeta["complete"] = all(m.get("complete") for m in rmeta["modes"].values())
                 rmeta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
                 metamod.write_json(sub / "meta.json", rmeta)
@@ -176,24 +178,34 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
 
 
 def _run_into(mode: str, scenario, folder: Path, meta: dict, opts: RunOptions,
-              progress: Progress) -> None:
-    """Run one mode into ``folder`` (a run, or one repeat of it), keeping its meta.json current."""
+              progress: Progress, ceilings: ModeCeiling | None = None) -> None:
+    """Run one mode into ``folder`` (a run, or one repeat of it), keeping its meta.json current;
+    with ``ceilings``, the model's ceiling is measured right before and right after it."""
     meta_path = folder / "meta.json"
     meta["modes"][mode] = {"complete": False}
     metamod.write_json(meta_path, meta)
+    before = ceilings.before(mode) if ceilings else None
+    if before:
+        meta["modes"][mode]["ceiling"] = before
+        metamod.write_json(meta_path, meta)
     meta["modes"][mode] = run_mode(mode, scenario, folder, opts, progress,
                                    run_id=str(meta["run_id"]).replace("/", "-"))
+    if ceilings and before:
+        meta["modes"][mode]["ceiling"] = ceilings.after(mode, before)
     metamod.write_json(meta_path, meta)
 
 
 def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -> dict:
-    """The model's in-process throughput on the service's cores: the yardstick for efficiency."""
-    from services.model.bench import measure_ceiling as _measure
+    """The model's in-process throughput on the service's cores at batch 1 and its best batch
+    size, each the best of short tries (``make ceiling``'s yardstick; bench/model_ceiling.py)."""
+    from bench.model_ceiling import measure_batched
+    from services.model.bench import DEFAULT_BATCH_SIZES
     from services.model.data import sample_reviews
 
     texts, _ = sample_reviews(2000, seed=scenario.payload.seed, split=scenario.payload.split)
-    progress.say("measuring the model ceiling on the service cores ...")
-    out = dict(_measure(model, texts, cpus=placement.service, seconds=2.0))
+    progress.say("measuring the model ceiling on the service cores (best of 4 tries per batch "
+                 "size) ...")
+    out = dict(measure_batched(model, texts, placement.service or (), DEFAULT_BATCH_SIZES))
     out["cpus"] = list(placement.service or [])
     progress.say(f"ceiling: {out['batched_reviews_per_s']:.0f} reviews/s batched "
                  f"(batch {out['best_batch']}), {out['batch1_reviews_per_s']:.0f} at batch 1")
@@ -243,6 +255,7 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         if dep.broker.get("pid"):
             groups["broker"] = [dep.broker["pid"]]
         sampler = CpuSampler(groups, mode_dir / "cpu.csv").start()
+        cores = CoreSampler(opts.placement.service or ()).start()  # others' load on its cores
         total = scenario.timing.warmup_s + scenario.timing.duration_s + scenario.timing.drain_s
         final = None
         try:
@@ -250,6 +263,8 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         finally:
             info["faults"] = injector.stop()
             sampler.stop(t0_of(mode_dir))
+            cores.stop()
+            cores.write_csv(mode_dir / "cores.csv", t0_of(mode_dir))
         driver_json = mode_dir / "driver.json"
         if final is None or not driver_json.exists():
             raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line "

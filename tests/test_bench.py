@@ -60,8 +60,18 @@ def test_smoke_runs_both_modes_end_to_end(tmp_path):
             assert isinstance(m[key], (int, float)), (mode, key)
         assert set(m["latency_ms"]) >= {"p50", "p90", "p99", "max"}
     assert set(summary["ratios"]) >= {"successful_throughput", "reviews_per_s", "latency_ms.p99"}
-    # the run records where things ran and the ceiling it was measured against
-    assert meta["complete"] is True and meta["ceiling"]["batched_reviews_per_s"] > 0
+    # the run records where things ran and, per mode, the ceiling it was measured against:
+    # tries right before and right after it, at its batch size, and others' load on its cores
+    assert meta["complete"] is True
+    for mode in ("rest", "stream"):
+        c = meta["modes"][mode]["ceiling"]
+        assert c["best"] > 0 and c["best"] == max(t["reviews_per_s"] for t in c["tries"])
+        assert {t["when"] for t in c["tries"]} == {"before", "after"} and c["noise"] >= 0
+        assert summary["modes"][mode]["ceiling_reviews_per_s"] == c["best"]
+        assert summary["modes"][mode]["ceiling_check"] in ("below", "within_noise", "above")
+        assert (run / mode / "cores.csv").is_file()
+        assert summary["modes"][mode]["core_noise"]["cores"] == len(c["cpus"])
+    assert meta["modes"]["rest"]["ceiling"]["batch"] == 1          # smoke: one review per POST
     for mode in ("rest", "stream"):
         mm = meta["modes"][mode]
         assert mm["complete"] and mm["t0_epoch"] > 0 and mm["settings"]

@@ -1,7 +1,9 @@
-"""``python -m services.stream worker --settings FILE.json [--name worker-0] [--datadir DIR]``
+"""``python -m services.stream worker|lean --settings FILE.json [--name worker-0] [--datadir DIR]``
 
-Runs ONE Faust worker process: loads the model once, builds the app and its agent, and runs
-Faust's Worker (SIGTERM/SIGINT stop it cleanly). services/stream/launch.py starts N of these.
+Runs ONE worker process: loads the model once, then either builds the Faust app and its agent
+and runs Faust's Worker (``worker``), or runs the lean consumer loop (``lean``,
+services/stream/lean.py). ``worker`` with ``engine: "lean"`` in its settings runs the lean loop
+too. SIGTERM/SIGINT stop either cleanly. services/stream/launch.py starts N of these.
 """
 
 from __future__ import annotations
@@ -35,11 +37,22 @@ def _worker(args: argparse.Namespace) -> int:
     log.info("model loaded in %.2fs: %s", time.perf_counter() - t0,
              {k: info.get(k) for k in ("name", "test_accuracy", "train_sha256") if k in info})
 
+    datadir = Path(args.datadir) if args.datadir else Path.cwd() / f"faust-{args.name}"
+    if args.cmd == "lean" or settings.engine == "lean":
+        from services.stream.lean import serve
+
+        settings = settings.replace(engine="lean")
+        log.info("lean worker %s pid %d (%s): %s -> %s (dlq %s), shape=%s max_records=%d "
+                 "fetch_max_wait_ms=%d cpus=%s", args.name, os.getpid(), settings.lean_client,
+                 settings.topic_requests, settings.topic_predictions, settings.topic_dlq,
+                 settings.shape, settings.take_max, settings.fetch_max_wait_ms,
+                 sorted(os.sched_getaffinity(0)))
+        return serve(settings, model.predict_batch, datadir, ASSIGNMENT_FILE)
+
     from faust.worker import Worker
 
     from services.stream.app import build_agent, build_app
 
-    datadir = Path(args.datadir) if args.datadir else Path.cwd() / f"faust-{args.name}"
     datadir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings, datadir=datadir, worker_name=args.name,
                     assignment_file=datadir / ASSIGNMENT_FILE)
@@ -60,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m services.stream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("worker", help="run one Faust worker")
-    w.add_argument("--settings", required=True, help="JSON file of StreamSettings (to_dict output)")
-    w.add_argument("--name", default="worker-0", help="worker name (logs, client id, datadir)")
-    w.add_argument("--datadir", default=None, help="Faust data dir (default ./faust-NAME)")
-    w.add_argument("--bootstrap", default=None, help="override settings.bootstrap")
+    for cmd, what in (("worker", "run one worker of the settings' engine (Faust by default)"),
+                      ("lean", "run one lean worker (a plain consumer loop, lean.py)")):
+        w = sub.add_parser(cmd, help=what)
+        w.add_argument("--settings", required=True,
+                       help="JSON file of StreamSettings (to_dict output)")
+        w.add_argument("--name", default="worker-0", help="worker name (logs, client id, datadir)")
+        w.add_argument("--datadir", default=None, help="data dir (default ./faust-NAME)")
+        w.add_argument("--bootstrap", default=None, help="override settings.bootstrap")
     args = p.parse_args(argv)
-    if args.cmd == "worker":
+    if args.cmd in ("worker", "lean"):
         return _worker(args)
     return 2
 

@@ -50,18 +50,22 @@ class StreamEndpoint:
         return d
 
 
-def versions() -> dict:
+def versions(engine: str = "faust") -> dict:
     import aiokafka
     import confluent_kafka
     import faust
 
-    return {"faust-streaming": faust.__version__, "aiokafka": aiokafka.__version__,
-            "confluent-kafka": confluent_kafka.version()[0], "orjson": orjson.__version__,
+    return {"engine": engine, "faust-streaming": faust.__version__,
+            "aiokafka": aiokafka.__version__, "confluent-kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0], "orjson": orjson.__version__,
             "python": sys.version.split()[0]}
 
 
-def worker_argv(settings_file: Path, name: str, datadir: Path) -> list[str]:
-    return [sys.executable, "-m", "services.stream", "worker", "--settings", str(settings_file),
+def worker_argv(settings_file: Path, name: str, datadir: Path, engine: str = "faust") -> list[str]:
+    """The command of one worker: ``worker`` (Faust) or ``lean``, with the same options, so that
+    a restart (:func:`restart_worker`, bench/faults.py) reruns either from its argv alone."""
+    cmd = "lean" if engine == "lean" else "worker"
+    return [sys.executable, "-m", "services.stream", cmd, "--settings", str(settings_file),
             "--name", name, "--datadir", str(datadir)]
 
 
@@ -89,7 +93,7 @@ def start(sup: Supervisor, settings: StreamSettings, run_dir: Path | str, *,
     for i, datadir in enumerate(datadirs):
         (datadir / ASSIGNMENT_FILE).unlink(missing_ok=True)
         started.append(sup.start(f"stream-worker-{i}",
-                                 worker_argv(settings_file, f"worker-{i}", datadir),
+                                 worker_argv(settings_file, f"worker-{i}", datadir, s.engine),
                                  env=env, cwd=REPO_ROOT, cpus=pin))
     try:
         wait_ready(s, started, datadirs, timeout_s=timeout_s)
@@ -101,7 +105,7 @@ def start(sup: Supervisor, settings: StreamSettings, run_dir: Path | str, *,
         bootstrap=s.bootstrap,
         topics={"requests": s.topic_requests, "predictions": s.topic_predictions,
                 "dlq": s.topic_dlq},
-        worker_pids=[p.pid for p in started], settings=s.to_dict(), versions=versions(),
+        worker_pids=[p.pid for p in started], settings=s.to_dict(), versions=versions(s.engine),
         group_id=s.app_id, ready_s=round(time.monotonic() - t0, 3), procs=started)
 
 

@@ -38,6 +38,13 @@ TAKE_MODES = ("ready", "within")
 PRODUCE_MODES = ("send", "send_soon", "direct")
 ANSWER_PARTITIONING = ("sticky", "key")
 GUARANTEES = ("at_least_once", "exactly_once")
+#: "faust": the Faust worker (services/stream/app.py); "lean": a plain consumer loop with the same
+#: wire format (services/stream/lean.py), so Faust's own cost can be told from streaming's.
+ENGINES = ("faust", "lean")
+#: The lean engine's Kafka client: aiokafka (the one Faust itself uses) or confluent-kafka.
+LEAN_CLIENTS = ("aiokafka", "confluent")
+#: How long the lean loop waits for a record before it looks at its stop flag again.
+LEAN_POLL_TIMEOUT_MS = 100
 
 #: Partitions of `predictions` and the DLQ when not set: measured on Tansu 0.6.0 with
 #: ``python -m bench.broker_drift`` (100 msg/s, 60 s), its CPU went 19 % -> 89 % with one
@@ -95,6 +102,14 @@ class StreamSettings:
                                            # partition on each fetch that returns data, so one
                                            # answer partition made the driver's fetches cost more
                                            # every second (README, "The embedded broker")
+    # -- engine -----------------------------------------------------------------------------------
+    engine: str = "faust"                  # "faust" or "lean" (a plain consumer loop, lean.py):
+                                           # the lean one reads shape, take_max (records per
+                                           # model call), the consumer/producer and answer
+                                           # settings; Faust's own knobs (take_mode, produce,
+                                           # stream_buffer_maxsize, commit interval) don't apply
+    lean_client: str = "aiokafka"          # engine "lean": "aiokafka" (getmany) or "confluent"
+                                           # (librdkafka consume)
     # -- how many ---------------------------------------------------------------------------------
     workers: int = 0                       # Faust worker processes; 0 = max(1, service cpus - 1)
     agent_concurrency: int = 1             # agent instances per worker (Faust `concurrency=`)
@@ -177,6 +192,11 @@ class StreamSettings:
         need(self.take_mode in TAKE_MODES, f"take_mode must be one of {TAKE_MODES}, got {self.take_mode!r}")
         need(self.answer_partitioning in ANSWER_PARTITIONING, f"answer_partitioning must be one "
              f"of {ANSWER_PARTITIONING}, got {self.answer_partitioning!r}")
+        need(self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}")
+        need(self.lean_client in LEAN_CLIENTS, f"lean_client must be one of {LEAN_CLIENTS}, "
+                                               f"got {self.lean_client!r}")
+        need(self.engine != "lean" or self.processing_guarantee == "at_least_once",
+             "engine 'lean' is at-least-once only (processing_guarantee must be at_least_once)")
         need(self.produce in PRODUCE_MODES, f"produce must be one of {PRODUCE_MODES}, got {self.produce!r}")
         need(isinstance(self.take_within_s, (int, float)) and self.take_within_s > 0,
              "take_within_s must be > 0 (take() without `within` stalls)")
@@ -248,7 +268,12 @@ class StreamSettings:
         """Every effective setting (for meta.json), plus what Faust really gets under 'effective'."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["extra_faust"] = dict(self.extra_faust)
+        if self.engine == "lean":
+            d["effective"] = {"engine": "lean", "lean": self.lean_effective(),
+                              "topics": self.topics()}
+            return d
         d["effective"] = {
+            "engine": "faust",
             "faust": {k: _jsonable(v) for k, v in self.faust_settings().items()},
             "aiokafka_consumer": {
                 "fetch_max_wait_ms": self.fetch_max_wait_ms,
@@ -267,6 +292,63 @@ class StreamSettings:
         answer = self.answer_partitions or default_answer_partitions(self.partitions)
         return {self.topic_requests: self.partitions, self.topic_predictions: answer,
                 self.topic_dlq: answer}
+
+    # -- the lean engine's clients ----------------------------------------------------------------
+    def lean_effective(self) -> dict[str, Any]:
+        """What the lean worker's consumer and producer get, and how it batches and commits."""
+        if self.lean_client == "confluent":
+            consumer, producer = self.confluent_consumer_config(), self.confluent_producer_config()
+            fetch = f"consume(num_messages={self.take_max}, timeout=0), else poll(" \
+                    f"{LEAN_POLL_TIMEOUT_MS} ms) then consume({self.take_max - 1}, 0)"
+        else:
+            consumer, producer = self.aiokafka_consumer_config(), self.aiokafka_producer_config()
+            fetch = f"getmany(timeout_ms={LEAN_POLL_TIMEOUT_MS}, max_records={self.take_max})"
+        return {"client": self.lean_client,
+                "consumer": {k: _jsonable(v) for k, v in consumer.items()},
+                "producer": {k: _jsonable(v) for k, v in producer.items()},
+                "fetch": fetch,
+                "model_calls": "one per record" if self.shape == "event" else "one per fetch",
+                "commit": "every fetch, after the broker acknowledged all its answers"}
+
+    def aiokafka_consumer_config(self) -> dict[str, Any]:
+        """``AIOKafkaConsumer`` keyword arguments of the lean worker (bootstrap and group here)."""
+        return {"bootstrap_servers": self.bootstrap, "group_id": self.app_id,
+                "enable_auto_commit": False,
+                "auto_offset_reset": self.consumer_auto_offset_reset,
+                "fetch_max_wait_ms": self.fetch_max_wait_ms,
+                "fetch_min_bytes": self.fetch_min_bytes,
+                "max_partition_fetch_bytes": self.consumer_max_fetch_size,
+                "max_poll_records": self.take_max,
+                "session_timeout_ms": int(self.broker_session_timeout_s * 1000),
+                "heartbeat_interval_ms": int(self.broker_heartbeat_interval_s * 1000),
+                "rebalance_timeout_ms": int(self.broker_rebalance_timeout_s * 1000),
+                "request_timeout_ms": int(self.broker_request_timeout_s * 1000)}
+
+    def aiokafka_producer_config(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap, "linger_ms": self.linger_ms,
+                "acks": "all" if self.acks == -1 else self.acks,
+                "compression_type": self.compression,
+                "max_batch_size": self.producer_max_batch_size,
+                "request_timeout_ms": int(self.broker_request_timeout_s * 1000)}
+
+    def confluent_consumer_config(self) -> dict[str, Any]:
+        """librdkafka configuration of the lean worker's consumer (confluent-kafka)."""
+        return {"bootstrap.servers": self.bootstrap, "group.id": self.app_id,
+                "enable.auto.commit": False, "enable.auto.offset.store": False,
+                "auto.offset.reset": self.consumer_auto_offset_reset,
+                "fetch.wait.max.ms": self.fetch_max_wait_ms,
+                "fetch.min.bytes": self.fetch_min_bytes,
+                "max.partition.fetch.bytes": self.consumer_max_fetch_size,
+                "session.timeout.ms": int(self.broker_session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(self.broker_heartbeat_interval_s * 1000),
+                "partition.assignment.strategy": "range", "log_level": 4}
+
+    def confluent_producer_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, "linger.ms": self.linger_ms,
+                "acks": self.acks, "compression.type": self.compression or "none",
+                "batch.size": self.producer_max_batch_size, "enable.idempotence": False,
+                "message.timeout.ms": int(self.broker_request_timeout_s * 1000),
+                "log_level": 4}
 
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App`` (except id/broker/datadir, set by the app)."""
