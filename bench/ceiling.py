@@ -54,7 +54,11 @@ from services.stream.settings import StreamSettings
 #: Below this mean service CPU % in the saturated window, the service was not what limited it.
 SERVICE_BOUND_CPU = 95.0
 
-VARIANT_NAMES = ("rest/batch1", "rest/batchN", "stream/event", "stream/batchN", "stream/batchN-eos")
+VARIANT_NAMES = ("rest/batch1", "rest/batchN", "stream/event", "stream/batchN", "stream/batchN-eos",
+                 "stream-lean/event", "stream-lean/batchN")
+#: What serves a variant (summary.json ``engine``): REST is Flask behind uWSGI and nginx; the
+#: stream is the Faust worker or the lean consumer loop (services/stream/lean.py).
+ENGINES = ("flask-uwsgi", "faust", "lean")
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,20 @@ class Variant:
     note: str = ""
 
     @property
+    def engine(self) -> str:
+        if self.mode == "rest":
+            return "flask-uwsgi"
+        return str(self.service.get("engine", StreamSettings.engine))
+
+    @property
     def in_flight(self) -> int:
         """Reviews outstanding at saturation (clients × batch)."""
         return self.sat_batch * self.sat_clients
 
 
 def default_variants(rest_batch: int = 100, take_max: int = 256,
-                     stream_batch: dict | None = None) -> list[Variant]:
+                     stream_batch: dict | None = None,
+                     lean_batch: dict | None = None) -> list[Variant]:
     """The four variants of issue 9, with loads that keep a 1-core service busy on this machine.
 
     Stream loads are closed-loop clients that each produce ``sat_batch`` single-review events and
@@ -116,6 +127,16 @@ def default_variants(rest_batch: int = 100, take_max: int = 256,
                  "processing_guarantee": "exactly_once"},
                 sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}-eos",
                 note=f"stream/take{take_max} with processing_guarantee exactly_once"),
+        # the same shapes and loads on the lean engine (a plain consumer loop, same wire format):
+        # the gap to the two Faust variants above is Faust's own cost
+        Variant("stream-lean/event", "stream", {"engine": "lean", "shape": "event"},
+                sat_batch=16, sat_clients=8, half_batch=1, label="stream-lean/event",
+                note="lean engine, one model call per event, one commit per fetch"),
+        Variant("stream-lean/batchN", "stream",
+                {"engine": "lean", "shape": "batch", "take_max": take_max, **(lean_batch or {})},
+                sat_batch=64, sat_clients=16, half_batch=1, label=f"stream-lean/batch{take_max}",
+                note=f"lean engine ({(lean_batch or {}).get('lean_client', StreamSettings.lean_client)}"
+                     f"), up to {take_max} records per fetch and model call"),
     ]
 
 
@@ -164,8 +185,10 @@ def per_cpu_second(reviews_per_s: float | None, service_cpu: float | None,
 
 def variant_summary(name: str, *, reviews_per_s: float | None, p50_ms: float | None,
                     p99_ms: float | None, service_cpu: float | None,
-                    batched_ceiling: float | None, extra: Mapping[str, Any] | None = None) -> dict:
-    """One entry of summary.json ``variants`` (the contract's keys first, then extras)."""
+                    batched_ceiling: float | None, extra: Mapping[str, Any] | None = None,
+                    engine: str | None = None) -> dict:
+    """One entry of summary.json ``variants`` (the contract's keys first, then extras).
+    ``engine``: what served it (:data:`ENGINES`); by default the one the name implies."""
     service_bound = None if service_cpu is None else service_cpu >= SERVICE_BOUND_CPU
     out = {
         "reviews_per_s": _round(reviews_per_s, 1),
@@ -177,9 +200,16 @@ def variant_summary(name: str, *, reviews_per_s: float | None, p50_ms: float | N
         "service_bound": service_bound,
         "bottleneck": (None if service_bound is None
                        else "service" if service_bound else "driver_or_broker"),
+        "engine": engine or engine_of(name),
     }
     out.update(extra or {})
     return out
+
+
+def engine_of(name: str) -> str:
+    """The engine a variant's name implies: ``rest/*`` flask-uwsgi, ``stream-lean/*`` lean,
+    ``stream/*`` faust."""
+    return {"rest": "flask-uwsgi", "stream": "faust", "stream-lean": "lean"}[name.split("/")[0]]
 
 
 def _round(x: float | None, nd: int) -> float | None:
@@ -193,6 +223,8 @@ def _round(x: float | None, nd: int) -> float | None:
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("rest/batchN", "efficiency", ">=", 0.95),
     ("stream/batchN", "efficiency", ">=", 0.85),
+    ("stream-lean/batchN", "efficiency", ">=", 0.85),
+    ("stream-lean/batchN", "overhead_us_per_review", "<=", 100.0),
     ("rest/batch1", "overhead_us_per_review", "<=", 400.0),
     ("stream/event", "overhead_us_per_review", "<=", 400.0),
     ("stream/event", "latency_ms.p50", "<=", 15.0),
@@ -263,6 +295,7 @@ def validate_summary(s: Mapping[str, Any]) -> None:
     need(isinstance(s.get("variants"), Mapping) and s["variants"], "lacks 'variants'")
     for name, v in s["variants"].items():
         need(name in VARIANT_NAMES, f"unknown variant {name!r} (valid: {VARIANT_NAMES})")
+        need(v.get("engine") in ENGINES, f"variants.{name}.engine must be one of {ENGINES}")
         failed = bool(v.get("error"))
         for k in ("reviews_per_s", "efficiency", "overhead_us_per_review", "service_cpu"):
             need(k in v and num(v[k], allow_none=failed or k == "overhead_us_per_review"),
@@ -478,7 +511,8 @@ def run_variant(v: Variant, run_dir: Path, opts: Options, progress: Progress,
     extra["per_cpu_second"] = per_cpu_second(rps, sat["cpu"].get("service"), per_cpu)
     entry = variant_summary(v.name, reviews_per_s=rps, p50_ms=lat.get("p50"),
                             p99_ms=lat.get("p99"), service_cpu=sat["cpu"].get("service"),
-                            batched_ceiling=float(ceiling["batched_reviews_per_s"]), extra=extra)
+                            batched_ceiling=float(ceiling["batched_reviews_per_s"]), extra=extra,
+                            engine=v.engine)
     return entry, meta
 
 
@@ -492,7 +526,7 @@ def _phase_meta(rec: dict) -> dict:
 
 def failed_entry(v: Variant, error: str) -> dict:
     e = variant_summary(v.name, reviews_per_s=None, p50_ms=None, p99_ms=None, service_cpu=None,
-                        batched_ceiling=None)
+                        batched_ceiling=None, engine=v.engine)
     e.update(label=v.label, mode=v.mode, error=error, complete=False)
     return e
 
@@ -665,6 +699,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--take-max", type=int, default=256, help="N of stream/batchN (default 256)")
     p.add_argument("--stream-set", action="append", default=[], metavar="KEY=JSON",
                    help="a StreamSettings override for stream/batchN, e.g. take_mode='\"within\"'")
+    p.add_argument("--lean-set", action="append", default=[], metavar="KEY=JSON",
+                   help="a StreamSettings override for stream-lean/batchN, e.g. "
+                        "lean_client='\"confluent\"'")
     p.add_argument("--saturated", default="3,7,3", help="warmup,duration,drain seconds")
     p.add_argument("--half", default="2,6,3", help="warmup,duration,drain seconds")
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -681,20 +718,27 @@ def _phase(spec: str) -> Phase:
     return Phase(w, d, r)
 
 
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=JSON`` items as a dict (a value that is not JSON stays a string)."""
+    extra: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            extra[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            extra[key] = raw
+    return extra
+
+
 def options_from_args(argv: Sequence[str]) -> Options:
     a = _parser().parse_args(list(argv))
     names = [n.strip() for n in a.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANT_NAMES]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANT_NAMES)}")
-    extra = {}
-    for item in a.stream_set:
-        key, _, raw = item.partition("=")
-        try:
-            extra[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            extra[key] = raw
-    by_name = {v.name: v for v in default_variants(a.rest_batch, a.take_max, extra)}
+    by_name = {v.name: v for v in default_variants(a.rest_batch, a.take_max,
+                                                   _overrides(a.stream_set),
+                                                   _overrides(a.lean_set))}
     return Options(results=a.results,
                    placement=Placement.default(a.service_cpus, a.driver_cpus, a.broker_cpus),
                    variants=[by_name[n] for n in names], saturated=_phase(a.saturated),

@@ -28,7 +28,8 @@ def entry(name: str, rps: float | None, cpu: float | None = 99.0, p50=2.0, p99=9
 
 def variants(**rps: float) -> dict:
     base = {"rest/batch1": 800.0, "rest/batchN": 3900.0, "stream/event": 1000.0,
-            "stream/batchN": 3000.0, "stream/batchN-eos": 2000.0}
+            "stream/batchN": 3000.0, "stream/batchN-eos": 2000.0, "stream-lean/event": 1500.0,
+            "stream-lean/batchN": 3500.0}
     base.update({k.replace("_", "/"): v for k, v in rps.items()})
     return {n: entry(n, r) for n, r in base.items()}
 
@@ -121,6 +122,14 @@ def test_validate_summary_rejects_broken_ones():
     with pytest.raises(ValueError, match="unknown variant"):
         C.validate_summary(bad)
     bad = json.loads(json.dumps(good))
+    del bad["variants"]["stream-lean/batchN"]["engine"]
+    with pytest.raises(ValueError, match="engine"):
+        C.validate_summary(bad)
+    bad = json.loads(json.dumps(good))
+    bad["variants"]["stream/batchN"]["engine"] = "spark"
+    with pytest.raises(ValueError, match="engine"):
+        C.validate_summary(bad)
+    bad = json.loads(json.dumps(good))
     bad["ceiling"]["batched_reviews_per_s"] = None
     with pytest.raises(ValueError, match="batched_reviews_per_s"):
         C.validate_summary(bad)
@@ -133,6 +142,7 @@ def test_a_failed_variant_keeps_the_schema_with_nulls():
     C.validate_summary(s)
     assert s["complete"] is False
     assert s["variants"]["stream/batchN"]["reviews_per_s"] is None
+    assert s["variants"]["stream/batchN"]["engine"] == "faust"
     assert "FAILED" in C.table_text(s)
 
 
@@ -149,6 +159,12 @@ def test_targets_met_and_missed():
     assert got[("stream/event", "latency_ms.p50")] is True
     assert got[("stream/event", "latency_ms.p99")] is False
     assert got[("rest/batch1", "latency_ms.p50")] is True
+    assert got[("stream-lean/batchN", "efficiency")] is True             # 3500 / 4000 = 0.875
+    assert got[("stream-lean/batchN", "overhead_us_per_review")] is True   # 286 - 250 = 36 us
+    vs["stream-lean/batchN"] = entry("stream-lean/batchN", 2000.0)        # 500 - 250 = 250 us
+    got = {(t["variant"], t["metric"]): t["met"] for t in C.evaluate_targets(vs)}
+    assert got[("stream-lean/batchN", "efficiency")] is False
+    assert got[("stream-lean/batchN", "overhead_us_per_review")] is False
     assert len(got) == len(C.TARGETS)
 
 
@@ -199,6 +215,15 @@ def test_default_variants_cover_every_name_and_settings_are_valid():
     eos = dict(by["stream/batchN-eos"].service)
     assert eos.pop("processing_guarantee") == "exactly_once"
     assert eos == dict(by["stream/batchN"].service)
+    # the lean variants are the Faust ones with the engine changed, so the two compare
+    for shape in ("event", "batchN"):
+        lean = dict(by[f"stream-lean/{shape}"].service)
+        assert lean.pop("engine") == "lean" and lean == dict(by[f"stream/{shape}"].service)
+    assert {v.name: v.engine for v in vs} == {
+        "rest/batch1": "flask-uwsgi", "rest/batchN": "flask-uwsgi", "stream/event": "faust",
+        "stream/batchN": "faust", "stream/batchN-eos": "faust", "stream-lean/event": "lean",
+        "stream-lean/batchN": "lean"}
+    assert all(C.engine_of(v.name) == v.engine for v in vs)
     for v in vs:
         if v.mode == "rest":
             RestSettings.from_dict(v.service)
@@ -214,6 +239,16 @@ def test_options_from_args():
     assert C.options_from_args([]).variants[1].sat_batch == 100
     with pytest.raises(SystemExit):
         C.options_from_args(["--variants", "rest/batch2"])
+    # every stream engine's variants run by default; --lean-set reaches only the lean batchN
+    assert {"stream/batchN", "stream-lean/batchN", "stream-lean/event"} <= {
+        v.name for v in C.options_from_args([]).variants}
+    o = C.options_from_args(["--variants", "stream/batchN,stream-lean/batchN",
+                             "--lean-set", 'lean_client="confluent"',
+                             "--stream-set", "extra_faust={\"cython_optimizations\": true}"])
+    faust_v, lean_v = o.variants
+    assert lean_v.service["lean_client"] == "confluent" and "lean_client" not in faust_v.service
+    assert faust_v.service["extra_faust"] == {"cython_optimizations": True}
+    assert (faust_v.engine, lean_v.engine) == ("faust", "lean")
 
 
 # --- analysing a phase from hand-made tables -------------------------------------------------
