@@ -125,20 +125,27 @@ def test_offsets_are_committed_only_after_the_broker_acknowledged_every_answer()
 
     async def main():
         loop, consumer, producer = aio_loop([{tp0: [msg(5, good(1)), msg(6, good(2))],
-                                              tp3: [msg(41, b"not json", partition=3)]}])
-        task = asyncio.create_task(loop.step())
-        await settle()
+                                              tp3: [msg(41, b"not json", partition=3)]},
+                                             {tp0: [msg(7, good(3))]}])
+        assert await loop.step() == 3            # handed over; confirmed in the background
         assert [e for e in consumer.events if e.startswith("send")] == [
             "send predictions", "send requests.dlq"]
+        await settle()
         assert consumer.commits == []            # handed over, not acknowledged: no commit
         producer.futures[0].set_result(None)
         await settle()
         assert consumer.commits == []            # one answer still unacknowledged
+        # the next batch is fetched and answered meanwhile, but waits for this one's commit
+        nxt = asyncio.create_task(loop.step())
+        await settle()
+        assert len(producer.futures) == 3 and not nxt.done() and consumer.commits == []
         producer.futures[1].set_result(None)
-        assert await task == 3
-        assert consumer.events[-1] == "commit"
+        assert await nxt == 1
         # one past the highest offset of each partition, the dead-lettered one included
         assert consumer.commits == [{("requests", 0): 7, ("requests", 3): 42}]
+        producer.futures[2].set_result(None)
+        await loop.settle()
+        assert consumer.commits[-1] == {("requests", 0): 8} and loop.answered == 4
 
     asyncio.run(main())
 
@@ -148,13 +155,33 @@ def test_a_failed_delivery_raises_and_commits_nothing():
     from aiokafka.errors import KafkaTimeoutError
 
     async def main():
-        loop, consumer, producer = aio_loop([{TopicPartition("requests", 0): [msg(0, good(1))]}])
-        task = asyncio.create_task(loop.step())
-        await settle()
+        tp = TopicPartition("requests", 0)
+        loop, consumer, producer = aio_loop([{tp: [msg(0, good(1))]}, {tp: [msg(1, good(2))]}])
+        await loop.step()
         producer.futures[0].set_exception(KafkaTimeoutError("no ack"))
         with pytest.raises(lean.DeliveryFailed, match="KafkaTimeoutError"):
-            await task
+            await loop.step()                    # the next batch finds the failure
+        await settle()
+        producer.futures[1].set_result(None)     # a later batch delivered: still no commit
+        await settle()
         assert consumer.commits == [] and loop.answered == 0
+
+    asyncio.run(main())
+
+
+def test_a_failure_seen_by_a_revocation_stops_the_loop_before_any_later_commit():
+    from aiokafka import TopicPartition
+
+    async def main():
+        tp = TopicPartition("requests", 0)
+        loop, consumer, producer = aio_loop([{tp: [msg(0, good(1))]}, {tp: [msg(1, good(2))]}])
+        loop.subscribe()
+        await loop.step()
+        producer.futures[0].set_exception(RuntimeError("broker gone"))
+        await consumer.listener.on_partitions_revoked(set())   # aiokafka swallows its errors
+        with pytest.raises(lean.DeliveryFailed, match="broker gone"):
+            await loop.step()
+        assert consumer.commits == [] and len(producer.futures) == 1
 
     asyncio.run(main())
 
@@ -165,11 +192,7 @@ def test_answers_have_the_faust_workers_wire_format_header_and_sticky_partition(
     async def main():
         loop, consumer, producer = aio_loop([{TopicPartition("requests", 2): [
             msg(0, good(1), 2), msg(1, b'{"id":"x","text":""}', 2), msg(2, good(2), 2)]}])
-        task = asyncio.create_task(loop.step())
-        await settle()
-        for f in producer.futures:
-            f.set_result(None)
-        await task
+        await loop.step()
         (ptopic, ppart, preds), (dtopic, dpart, dlq) = producer.sent
         assert (ptopic, dtopic) == ("predictions", "requests.dlq")
         assert 0 <= ppart < 8 and 0 <= dpart < 8            # sticky over 8 answer partitions
@@ -189,11 +212,10 @@ def test_a_big_batch_is_split_over_several_record_batches_none_lost():
         recs = [msg(i, good(i)) for i in range(300)]
         loop, consumer, producer = aio_loop([{TopicPartition("requests", 0): recs}],
                                             max_batch_size=2048)
-        task = asyncio.create_task(loop.step())
-        await settle()
+        assert await loop.step() == 300
         for f in producer.futures:
             f.set_result(None)
-        assert await task == 300
+        await loop.settle()
         assert len(producer.sent) > 1                            # the 2 KB limit split it
         assert len({part for _t, part, _r in producer.sent}) == 1    # all to one partition
         keys = [k for _t, _p, rs in producer.sent for k, _v, _h in rs]
@@ -210,11 +232,7 @@ def test_key_partitioning_sends_each_answer_with_its_key_and_no_partition():
         s = StreamSettings(engine="lean", answer_partitioning="key")
         loop, consumer, producer = aio_loop(
             [{TopicPartition("requests", 0): [msg(0, good(1)), msg(1, good(2))]}], settings=s)
-        task = asyncio.create_task(loop.step())
-        await settle()
-        for f in producer.futures:
-            f.set_result(None)
-        await task
+        await loop.step()
         assert [(t, p, [k for k, _v, _h in r]) for t, p, r in producer.sent] == [
             ("predictions", None, [b"g1"]), ("predictions", None, [b"g2"])]
 
@@ -233,11 +251,10 @@ def test_a_raising_model_dead_letters_the_batch_and_still_commits():
     async def main():
         loop, consumer, producer = aio_loop(
             [{TopicPartition("requests", 0): [msg(0, good(1)), msg(1, good(2))]}], predict=broken)
-        task = asyncio.create_task(loop.step())
-        await settle()
+        await loop.step()
         for f in producer.futures:
             f.set_result(None)
-        await task
+        await loop.settle()
         assert calls == [2, 1, 1]                    # the batch, then each alone
         [(topic, _p, dlq)] = producer.sent
         assert topic == "requests.dlq"
@@ -262,12 +279,11 @@ def test_a_commit_refused_after_a_rebalance_keeps_the_worker_serving():
             consumer.commit = real_commit
             raise CommitFailedError("generation moved on")
         consumer.commit = refuse_once
-        for expected in (1, 1):
-            task = asyncio.create_task(loop.step())
-            await settle()
+        for _ in range(2):
+            assert await loop.step() == 1
             producer.futures[-1].set_result(None)
-            assert await task == expected
-        assert consumer.commits == [{("requests", 0): 2}]
+            await loop.settle()                  # the first commit is refused, no exception
+        assert consumer.commits == [{("requests", 0): 2}] and loop.answered == 2
 
     asyncio.run(main())
 
@@ -278,13 +294,11 @@ def test_a_revocation_waits_for_the_batch_in_hand_to_be_committed():
     async def main():
         loop, consumer, producer = aio_loop([{TopicPartition("requests", 0): [msg(0, good(1))]}])
         loop.subscribe()
-        task = asyncio.create_task(loop.step())
-        await settle()
+        await loop.step()
         revoke = asyncio.create_task(consumer.listener.on_partitions_revoked(set()))
         await settle()
         assert not revoke.done()                     # the batch is not committed yet
         producer.futures[0].set_result(None)
-        await task
         await asyncio.wait_for(revoke, 1)
         assert consumer.commits == [{("requests", 0): 1}]
 
@@ -363,7 +377,6 @@ class FakeCKConsumer:
         return None
 
     def commit(self, offsets, asynchronous):
-        assert asynchronous is False
         self.events.append("commit")
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
 
@@ -377,17 +390,14 @@ class FakeCKProducer:
         self.pending.append(on_delivery)
 
     def poll(self, timeout):
-        return 0
-
-    def flush(self, timeout):
-        self.events.append("flush")
-        for cb in self.pending:   # librdkafka calls the delivery reports inside flush()
-            cb(self.fail, None)
-        self.pending = []
+        if timeout:                # librdkafka calls the delivery reports inside poll()
+            for cb in self.pending:
+                cb(self.fail, None)
+            self.pending = []
         return 0
 
 
-def test_confluent_loop_commits_after_flush_and_not_on_a_failed_delivery():
+def test_confluent_loop_commits_after_the_delivery_reports_and_not_on_a_failed_one():
     s = StreamSettings(engine="lean", lean_client="confluent", take_max=2)
     events: list[str] = []
     consumer = FakeCKConsumer([FakeCKMessage(0, good(1)), FakeCKMessage(1, b"[1]", 5),
@@ -395,14 +405,17 @@ def test_confluent_loop_commits_after_flush_and_not_on_a_failed_delivery():
     producer = FakeCKProducer(events)
     loop = lean.ConfluentLoop(s, fake_predict, consumer, producer)
     assert loop.step() == 2                                   # at most take_max per batch
-    assert events == ["flush", "commit"]
-    assert consumer.commits == [{("requests", 0): 1, ("requests", 5): 2}]
+    assert consumer.commits == []                             # no delivery report yet
     assert [(t, k) for t, _p, k, _h in producer.sent] == [("predictions", b"g1"),
                                                           ("requests.dlq", b"k")]
     assert all(h == [("rvs-worker", ME)] for *_x, h in producer.sent)
+    producer.poll(1)                                          # its reports come, all fine
+    assert consumer.commits == []                             # committed by the next step
     producer.fail = "KafkaError{code=_MSG_TIMED_OUT}"
+    assert loop.step() == 1
+    assert consumer.commits == [{("requests", 0): 1, ("requests", 5): 2}]
     with pytest.raises(lean.DeliveryFailed, match="1 failed"):
-        loop.step()
+        loop.settle(sync=True)                               # the second one's report failed
     assert len(consumer.commits) == 1                        # the failed batch: no commit
 
 

@@ -10,7 +10,9 @@ the two engines under the same load is Faust's own cost, the rest is streaming's
 
 Delivery, at-least-once, per fetched batch: fetch up to ``take_max`` records, answer them, hand
 every answer to the producer, wait until the broker has acknowledged all of them, and only then
-commit the batch's offsets (next offset per partition). A model failure becomes a DLQ record
+commit the batch's offsets (next offset per partition). That wait and the commit run while the
+next batch is fetched and computed (one batch in flight at most, committed in order), so the
+loop does not idle for two broker round trips per batch. A model failure becomes a DLQ record
 (``process_records`` never raises for it); a producer failure (or anything unexpected) stops the
 worker with a non-zero exit before the commit, so whoever owns the partitions next gets the batch
 again. SIGTERM finishes the batch, commits it and leaves the group; SIGKILL leaves the last
@@ -30,7 +32,7 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +137,14 @@ def _log_dlq(dlq: Out) -> None:
 
 # -- aiokafka -------------------------------------------------------------------------------------
 class AioLoop:
-    """The loop on aiokafka: ``getmany`` -> answer -> ``send_batch`` -> await delivery -> commit.
+    """The loop on aiokafka: ``getmany`` -> answer -> ``send_batch`` -> (delivery -> commit).
 
-    ``consumer`` and ``producer`` are started aiokafka clients (fakes in unit tests); the consumer
-    is subscribed by :meth:`subscribe` with a listener that writes ``assignment_file`` and makes
-    a revocation wait for the batch in hand.
+    The delivery and commit of a batch overlap the next batch's fetch and model call (at most one
+    batch waits for its acks): on a busy broker a loop that waited out both round trips per batch
+    idled between batches. Offsets are still committed only after the batch's answers (and every
+    earlier batch's) were acknowledged. ``consumer`` and ``producer`` are started aiokafka
+    clients (fakes in unit tests); :meth:`subscribe` registers a listener that writes
+    ``assignment_file`` and makes a revocation wait until the batches in hand are committed.
     """
 
     def __init__(self, s: StreamSettings, predict: PredictBatch, consumer: Any, producer: Any, *,
@@ -147,7 +152,9 @@ class AioLoop:
         self.s, self.predict, self.consumer, self.producer = s, predict, consumer, producer
         self.limits, self.targets, self.stamp = Limits.of(s), Targets.of(s), worker_headers()
         self.assignment_file = assignment_file
-        self.lock = asyncio.Lock()      # held from answer to commit; a revocation waits for it
+        self.lock = asyncio.Lock()      # held from answer to hand-over; a revocation waits for it
+        self.pending: asyncio.Task | None = None   # the last batch's delivery and commit
+        self.failure: BaseException | None = None  # a failed delivery seen by a revocation
         self.answered = 0
 
     def subscribe(self) -> None:
@@ -157,8 +164,11 @@ class AioLoop:
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                async with loop.lock:   # the batch in hand is committed before we let go
-                    pass
+                async with loop.lock:   # the batches in hand are committed before we let go
+                    try:
+                        await loop.settle()
+                    except Exception as e:  # noqa: BLE001 — aiokafka would only log it:
+                        loop.failure = e    # the loop raises it before its next commit
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 if loop.assignment_file is not None:
@@ -170,34 +180,39 @@ class AioLoop:
         self.consumer.subscribe([self.s.topic_requests], listener=Listener())
 
     async def step(self) -> int:
-        """One batch: fetch, answer, produce, wait for the broker's acks, commit. Returns how many
-        records it handled (0 when nothing came within the poll timeout)."""
-        from aiokafka import TopicPartition
-        from aiokafka.errors import CommitFailedError, IllegalStateError
-
+        """One batch: fetch, answer, hand the answers to the producer; then wait for the previous
+        batch's delivery and commit (raising if it failed) and leave this one's to run behind the
+        next fetch. Returns how many records it handled (0 when none came within the poll
+        timeout)."""
         # getmany waits out a rebalance in progress (it returns no record that may belong to
         # another member afterwards), so it runs outside the lock; the lock is taken before the
         # next await, so a revocation can't slip in between and always waits for the commit
         got = await self.consumer.getmany(timeout_ms=LEAN_POLL_TIMEOUT_MS,
                                           max_records=self.s.take_max)
+        if self.failure is not None:
+            raise self.failure
         records = [Record(m.value, m.key, m.topic, m.partition, m.offset)
                    for msgs in got.values() for m in msgs]
         if not records:
+            await self.settle()
             return 0
         async with self.lock:
             a = answer(records, self.predict, self.limits, self.s.shape)
-            await self.deliver(a)
-            try:
-                await self.consumer.commit({TopicPartition(t, p): o
-                                            for (t, p), o in a.offsets.items()})
-            except (CommitFailedError, IllegalStateError) as e:
-                _lost_membership(e, len(records))
-            self.answered += len(records)
-            _log_dlq(a.dlq)
-            return len(records)
+            futures = await self.hand_over(a)
+            previous, self.pending = self.pending, None
+            if previous is not None:
+                await previous
+            self.pending = asyncio.ensure_future(self.confirm(futures, a, len(records)))
+        return len(records)
 
-    async def deliver(self, a: Answered) -> None:
-        """Hand every answer to the producer, then wait until the broker acknowledged them all."""
+    async def settle(self) -> None:
+        """Wait for the batch in flight to be delivered and committed (raises if it failed)."""
+        previous, self.pending = self.pending, None
+        if previous is not None:
+            await previous
+
+    async def hand_over(self, a: Answered) -> list[asyncio.Future]:
+        """Give every answer to the producer; the futures resolve when the broker acknowledged."""
         futures = []
         producer, stamp = self.producer, self.stamp
         for topic, part, recs in self.targets.routes(a, time.monotonic()):
@@ -212,14 +227,32 @@ class AioLoop:
                     batch = producer.create_batch()
                     batch.append(key=k, value=v, timestamp=None, headers=stamp)
             futures.append(await producer.send_batch(batch, topic, partition=part))
+        return futures
+
+    async def confirm(self, futures: list[asyncio.Future], a: Answered, n: int) -> None:
+        """Wait for the broker's acks of a batch, then commit its offsets."""
+        from aiokafka import TopicPartition
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+
         try:
             await asyncio.gather(*futures)
         except Exception as e:
             raise DeliveryFailed(f"{type(e).__name__}: {e}") from e
+        try:
+            await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in a.offsets.items()})
+        except (CommitFailedError, IllegalStateError) as e:
+            _lost_membership(e, n)
+        self.answered += n
+        _log_dlq(a.dlq)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.step()
+        try:
+            while not stop.is_set():
+                await self.step()
+        finally:
+            if self.pending is not None and not self.pending.done():
+                await asyncio.wait([self.pending])
+        await self.settle()
 
 
 async def run_aiokafka(s: StreamSettings, predict: PredictBatch, assignment_file: Path,
@@ -242,7 +275,7 @@ async def run_aiokafka(s: StreamSettings, predict: PredictBatch, assignment_file
         await _quietly(producer.stop())
         return 1
     log.info("stopping after %d records: leaving the group", loop.answered)
-    await consumer.stop()   # no auto-commit: the last batch was committed in step()
+    await consumer.stop()   # no auto-commit: run() committed the last batch
     await producer.stop()
     return 0
 
@@ -274,16 +307,34 @@ def generation_of(group_metadata: bytes) -> int:
     return struct.unpack_from("=i", group_metadata, len(magic))[0]
 
 
+@dataclass
+class InFlight:
+    """A batch handed to librdkafka: answers not yet acknowledged, errors, what to commit."""
+    answered: Answered
+    n: int
+    left: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def report(self, err: Any, _msg: Any) -> None:
+        """librdkafka's delivery report of one answer (called inside ``poll``/``flush``)."""
+        self.left -= 1
+        if err is not None:
+            self.errors.append(str(err))
+
+
 class ConfluentLoop:
-    """The same loop on confluent-kafka: ``consume`` -> answer -> ``produce`` -> ``flush`` and
-    check every delivery report -> synchronous ``commit``. One thread: a rebalance callback runs
-    inside ``consume``/``poll``, so never while a batch is in hand."""
+    """The same loop on confluent-kafka: ``consume`` -> answer -> ``produce`` -> (delivery reports
+    -> ``commit``), the previous batch confirmed while this one is in flight, as in
+    :class:`AioLoop`. One thread: a rebalance callback runs inside ``consume``/``poll``, and
+    :meth:`settle` there commits the batch in flight before the partitions go."""
 
     def __init__(self, s: StreamSettings, predict: PredictBatch, consumer: Any, producer: Any, *,
                  assignment_file: Path | None = None):
         self.s, self.predict, self.consumer, self.producer = s, predict, consumer, producer
         self.limits, self.targets, self.stamp = Limits.of(s), Targets.of(s), worker_headers()
         self.assignment_file = assignment_file
+        self.pending: InFlight | None = None
+        self.failure: BaseException | None = None
         self.answered = 0
         self.owned: set[int] = set()
 
@@ -298,7 +349,14 @@ class ConfluentLoop:
                     log.exception("writing %s", self.assignment_file)
                     raise
 
-        self.consumer.subscribe([self.s.topic_requests], on_assign=on_assign)
+        def on_revoke(consumer: Any, parts: Any) -> None:
+            try:
+                self.settle(sync=True)
+            except Exception as e:  # noqa: BLE001 — raised by step() before its next commit
+                self.failure = e
+
+        self.consumer.subscribe([self.s.topic_requests], on_assign=on_assign,
+                                on_revoke=on_revoke)
 
     def fetch(self) -> list[Any]:
         from confluent_kafka import KafkaError
@@ -322,53 +380,65 @@ class ConfluentLoop:
         return out
 
     def step(self) -> int:
-        from confluent_kafka import KafkaException, TopicPartition
-
         msgs = self.fetch()
+        if self.failure is not None:
+            raise self.failure
         if not msgs:
+            self.settle()
             return 0
         records = [Record(m.value(), m.key(), m.topic(), m.partition(), m.offset()) for m in msgs]
         a = answer(records, self.predict, self.limits, self.s.shape)
-        self.deliver(a)
-        try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                          for (t, p), o in a.offsets.items()],
-                                 asynchronous=False)
-        except KafkaException as e:
-            if e.args[0].code() not in _membership_codes():
-                raise
-            _lost_membership(e, len(records))
-        self.answered += len(records)
-        _log_dlq(a.dlq)
+        flight = self.hand_over(a, len(records))
+        self.settle()
+        self.pending = flight
         return len(records)
 
-    def deliver(self, a: Answered) -> None:
-        errors: list[str] = []
-
-        def report(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
+    def hand_over(self, a: Answered, n: int) -> InFlight:
+        flight = InFlight(a, n)
         produce, poll = self.producer.produce, self.producer.poll
-        n = 0
         for topic, part, recs in self.targets.routes(a, time.monotonic()):
             kw = {} if part is None else {"partition": part}
             for k, v in recs:
                 while True:
                     try:
-                        produce(topic, v, k, headers=self.stamp, on_delivery=report, **kw)
+                        produce(topic, v, k, headers=self.stamp, on_delivery=flight.report, **kw)
                         break
                     except BufferError:
                         poll(0.01)
-                n += 1
-        left = self.producer.flush(self.s.broker_request_timeout_s)
-        if left or errors:
-            raise DeliveryFailed(f"{left} of {n} answers unacknowledged, {len(errors)} failed"
+                flight.left += 1
+        poll(0)
+        return flight
+
+    def settle(self, sync: bool = False) -> None:
+        """Wait for the batch in flight to be acknowledged, then commit it (asynchronously:
+        librdkafka sends commits in order, a lost one only re-delivers; ``sync`` on a revocation
+        and at the end). Raises :class:`DeliveryFailed` instead of committing a failed batch."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        flight, self.pending = self.pending, None
+        if flight is None:
+            return
+        deadline = time.monotonic() + self.s.broker_request_timeout_s
+        while flight.left > 0 and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+        if flight.left > 0 or flight.errors:
+            errors = flight.errors or []
+            raise DeliveryFailed(f"{flight.left} answers unacknowledged, {len(errors)} failed"
                                  + (f": {errors[0]}" if errors else ""))
+        offsets = [TopicPartition(t, p, o) for (t, p), o in flight.answered.offsets.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as e:
+            if e.args[0].code() not in _membership_codes():
+                raise
+            _lost_membership(e, flight.n)
+        self.answered += flight.n
+        _log_dlq(flight.answered.dlq)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.step()
+        self.settle(sync=True)
 
 
 def run_confluent(s: StreamSettings, predict: PredictBatch, assignment_file: Path,
@@ -387,7 +457,7 @@ def run_confluent(s: StreamSettings, predict: PredictBatch, assignment_file: Pat
         consumer.close()
         return 1
     log.info("stopping after %d records: leaving the group", loop.answered)
-    consumer.close()   # leaves the group; the last batch was committed in step()
+    consumer.close()   # leaves the group; run() committed the last batch synchronously
     producer.flush(10)
     return 0
 
