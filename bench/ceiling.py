@@ -1,7 +1,8 @@
 """``make ceiling``: each serving variant's saturated throughput against the model's own ceiling.
 
 For each variant (REST one review per POST, REST N reviews per POST, Faust one model call per
-event, Faust micro-batched with ``take()``) this
+event, Faust micro-batched with ``take()``, and the same two stream shapes on the lean engine,
+services/stream/lean.py, so that Faust's own cost shows against streaming's) this
 
 1. deploys it once (``services.launcher.deploy``: service pinned to the service cores, embedded
    broker on the driver's cores, exactly as ``bench run`` does),

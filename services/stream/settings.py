@@ -17,6 +17,10 @@ table of what was tried is in the README, "Both deployments at their best"). The
   event (services/stream/take.py), instead of Faust's ``take_events`` timer, which made every
   event wait for the next tick (0..``take_within_s``; ~5 ms p50 at light load with 10 ms).
   ``take_mode="within"`` keeps Faust's behaviour (``take_within_s`` applies only then).
+* ``engine``: "faust" (the Faust worker, the default) or "lean" (services/stream/lean.py, a plain
+  consumer loop with the same wire format, consumer group and readiness file): the same load on
+  both tells Faust's own cost from streaming's (``make ceiling``'s ``stream-lean/*`` variants).
+  For the lean engine ``effective`` lists what its consumer and producer really get.
 * ``broker_session_timeout=6`` / ``broker_heartbeat_interval=1``: Kafka's group.min.session
   .timeout.ms is 6 s, and a dead worker's partitions move after the session timeout: 6 s instead
   of Faust's 60 s makes a worker kill a 6 s outage, not a minute (Tansu also holds a group join for
