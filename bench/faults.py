@@ -27,6 +27,17 @@ Kinds (targets are found through the deployment's own Supervisor and PIDs, never
 * ``pause``: SIGSTOP every service process group (REST: uWSGI and nginx; stream: the Faust
   workers) for ``duration_s``, then SIGCONT. A stopped group is always continued, also when the
   drive ends early or the bench is interrupted.
+* ``kill_broker`` (stream only): SIGKILL the embedded Apache Kafka broker's process group, then
+  after ``duration_s`` start it again with its own command line (:func:`services.broker.
+  restart_broker`): the same ports, so every client reconnects to the bootstrap it had, and the
+  same log directory, so what the broker acknowledged is still there. Over when it answers
+  Metadata again and every Faust worker is alive (a worker that exited meanwhile is started
+  again, like a process supervisor would; ``workers_restarted`` says which).
+* ``pause_broker`` (stream only): SIGSTOP the broker's process group for ``duration_s``, then
+  SIGCONT (Tansu too).
+
+While a broker fault is under way :attr:`FaultInjector.broker_planned` is set, so the bench's
+broker watch (bench/brokerwatch.py) does not take the planned death for a crash.
 
 Whatever is restarted is started by the same Supervisor (stopped by PID at the end) and its PID
 replaces the old one in ``Deployment.service_pids`` in place, so the CPU sampler follows it.
@@ -67,6 +78,8 @@ class FaultInjector:
         self._stop = threading.Event()
         self._stopped_groups: set[int] = set()
         self._lock = threading.Lock()
+        self.broker_planned = threading.Event()   # set while a broker fault is under way
+        self.cpu_groups: dict[str, list[int]] | None = None   # the CPU sampler's groups
         self._thread = threading.Thread(target=self._run, name=f"faults-{mode}", daemon=True)
 
     @classmethod
@@ -147,6 +160,14 @@ class FaultInjector:
                 return p
         raise RuntimeError("no uWSGI master among the deployment's processes")
 
+    def _broker(self) -> Proc:
+        pid = (self.dep.broker or {}).get("pid")
+        for p in self.sup.procs:
+            if pid and p.pid == pid:
+                return p
+        raise RuntimeError("broker faults need the embedded broker the bench started "
+                           "(none among the supervisor's processes)")
+
     def _replace_pid(self, old: int, new: int) -> None:
         pids = self.dep.service_pids          # the CPU sampler holds this very list
         with self._lock:
@@ -213,8 +234,8 @@ class FaultInjector:
             return
         self._restart_stream(workers, rec)
 
-    def _pause(self, f, rec: dict) -> None:
-        procs = self._service_procs()
+    def _pause(self, f, rec: dict, procs: list[Proc] | None = None) -> None:
+        procs = self._service_procs() if procs is None else procs
         if not procs:
             raise RuntimeError("no service process to pause")
         pgids = [p.pid for p in procs]       # each child leads its own process group
@@ -227,6 +248,54 @@ class FaultInjector:
         self._sleep(f.duration_s)
         self._continue_all()
         rec.update(ended_t_s=self.rel(), end_signal="SIGCONT")
+
+    def _pause_broker(self, f, rec: dict) -> None:
+        self._only_stream(f)
+        self.broker_planned.set()
+        try:
+            self._pause(f, rec, [self._broker()])
+        finally:
+            self.broker_planned.clear()
+
+    def _kill_broker(self, f, rec: dict) -> None:
+        from services.broker import restart_broker
+
+        self._only_stream(f)
+        if (self.dep.broker or {}).get("name") != "kafka":
+            raise RuntimeError("kill_broker needs Apache Kafka (Tansu keeps its log in memory: "
+                               "a restart loses every message); run without BROKER=tansu")
+        old = self._broker()
+        self.broker_planned.set()
+        try:
+            os.killpg(old.pid, signal.SIGKILL)
+            rec.update(t_s=self.rel(), target=old.name, pid=old.pid, signal="SIGKILL")
+            with contextlib.suppress(Exception):
+                old.popen.wait(timeout=10)
+            if self._sleep(f.duration_s):
+                return
+            rec["restarted_t_s"] = self.rel()
+            new = restart_broker(self.sup, old, self.dep.bootstrap, timeout_s=READY_TIMEOUT_S)
+            self.dep.broker["pid"] = new.pid      # before the watch looks again
+            self._replace_in_group("broker", old.pid, new.pid)
+        finally:
+            self.broker_planned.clear()
+        rec.update(new_pid=new.pid, broker_ready_t_s=self.rel(), restarted_by="bench")
+        dead = [p for p in self._stream_workers() if not p.alive()]
+        if dead:
+            self._restart_stream(dead, rec)
+            rec["workers_restarted"] = [p.name for p in dead]
+        else:
+            rec["ended_t_s"] = rec["broker_ready_t_s"]
+
+    def _only_stream(self, f) -> None:
+        if self.mode != "stream":
+            raise RuntimeError(f"{f.kind} applies to the stream only (REST has no broker)")
+
+    def _replace_in_group(self, group: str, old: int, new: int) -> None:
+        pids = (self.cpu_groups or {}).get(group)
+        if pids is not None:
+            with self._lock:
+                pids[:] = [new if p == old else p for p in pids]
 
     # -- helpers ---------------------------------------------------------------------------------
     def _continue_all(self) -> None:

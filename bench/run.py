@@ -24,6 +24,7 @@ from pathlib import Path
 from analysis.repeats import REPEAT_PREFIX, interleaved
 from bench import meta as metamod
 from bench.cpu import CoreSampler, CpuSampler
+from bench.brokerwatch import BrokerWatch
 from bench.faults import FaultInjector
 from bench.model_ceiling import ModeCeiling
 from bench.progress import Progress
@@ -34,8 +35,11 @@ RESULTS = REPO / "results"
 
 
 class PhaseFailed(RuntimeError):
-    def __init__(self, phase: str, detail: str, log: Path | None = None):
-        self.phase, self.detail, self.log = phase, detail, log
+    """``info``: the mode's meta as far as it got (kept in meta.json of an incomplete run)."""
+
+    def __init__(self, phase: str, detail: str, log: Path | None = None,
+                 info: dict | None = None):
+        self.phase, self.detail, self.log, self.info = phase, detail, log, info
         where = f" (log: {log})" if log else ""
         super().__init__(f"phase '{phase}' failed: {detail}{where}")
 
@@ -188,8 +192,14 @@ def _run_into(mode: str, scenario, folder: Path, meta: dict, opts: RunOptions,
     if before:
         meta["modes"][mode]["ceiling"] = before
         metamod.write_json(meta_path, meta)
-    meta["modes"][mode] = run_mode(mode, scenario, folder, opts, progress,
-                                   run_id=str(meta["run_id"]).replace("/", "-"))
+    try:
+        meta["modes"][mode] = run_mode(mode, scenario, folder, opts, progress,
+                                       run_id=str(meta["run_id"]).replace("/", "-"))
+    except PhaseFailed as e:
+        if e.info is not None:         # what the mode recorded before it failed
+            meta["modes"][mode] = {**meta["modes"][mode], **e.info}
+            metamod.write_json(meta_path, meta)
+        raise
     if ceilings and before:
         meta["modes"][mode]["ceiling"] = ceilings.after(mode, before)
     metamod.write_json(meta_path, meta)
@@ -249,11 +259,15 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
                      f"({dep.url or dep.bootstrap}); driving '{scenario.name}' ...")
         argv = driver_argv(dep, scenario.source, mode_dir, run_id or run_dir.name)
         drv = sup.start(f"driver-{mode}", argv, cpus=opts.placement.driver)
-        injector = FaultInjector.for_mode(mode, scenario, sup=sup, dep=dep, say=progress.say,
-                                          driver_log=drv.log_path).start()
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
         if dep.broker.get("pid"):
             groups["broker"] = [dep.broker["pid"]]
+        injector = FaultInjector.for_mode(mode, scenario, sup=sup, dep=dep, say=progress.say,
+                                          driver_log=drv.log_path)
+        injector.cpu_groups = groups          # a restarted broker is sampled under its new PID
+        injector.start()
+        watch = BrokerWatch(sup, dep, planned=injector.broker_planned,
+                            on_death=lambda _: _stop_driver(drv)).start()
         sampler = CpuSampler(groups, mode_dir / "cpu.csv").start()
         cores = CoreSampler(opts.placement.service or ()).start()  # others' load on its cores
         total = scenario.timing.warmup_s + scenario.timing.duration_s + scenario.timing.drain_s
@@ -261,11 +275,18 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         try:
             final = progress.follow_driver(mode, drv, total_s=total, limit_s=total + 90)
         finally:
+            death = watch.stop()
             info["faults"] = injector.stop()
             sampler.stop(t0_of(mode_dir))
             cores.stop()
             cores.write_csv(mode_dir / "cores.csv", t0_of(mode_dir))
         driver_json = mode_dir / "driver.json"
+        if death is not None:
+            with contextlib.suppress(OSError, ValueError):
+                info["driver"] = json.loads(driver_json.read_text())
+                info["t0_epoch"] = info["driver"].get("t0_epoch")
+            info["error"] = death.line()
+            raise PhaseFailed(f"{mode}: broker", death.line(), death.log, info=info)
         if final is None or not driver_json.exists():
             raise PhaseFailed(f"{mode}: drive", "the driver ended without its final line "
                               "and driver.json", drv.log_path)
@@ -277,6 +298,12 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         info["end_epoch"] = driver.get("end_epoch", time.time())
         info["complete"] = bool(driver.get("complete", False))
     return info
+
+
+def _stop_driver(drv) -> None:
+    """SIGTERM: the driver stops sending and still writes what it measured."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(drv.pid, signal.SIGTERM)
 
 
 def driver_argv(dep, scenario_file: str | Path, out: Path, run_id: str) -> list[str]:

@@ -28,7 +28,8 @@ Shape of a file (every section but ``name`` is optional)::
     slo:      {p99_ms: 250, max_error_rate: 0.01}
     service:  {rest: {...}, stream: {...}}   # passed through untouched
     faults:   [{at_s: 30, kind: kill_worker, duration_s: 0, modes: [rest]}]
-              # kill_worker | restart | pause (duration_s > 0): see bench/faults.py
+              # kill_worker | restart | pause (duration_s > 0) | kill_broker |
+              # pause_broker (stream only): see bench/faults.py
 
 Rates are in *operations* per second (an operation carries ``batch_size`` reviews). Rate shapes:
 ``constant {ops_per_s}``, ``steps {steps: [[at_s, ops_per_s], ...]}`` (first at 0),
@@ -59,7 +60,9 @@ SPLITS = ("test", "train")
 PROCESSES = ("constant", "poisson")
 SHAPES = ("constant", "steps", "ramp", "burst")
 RETRY_POLICIES = ("none", "fixed", "exponential")
-FAULT_KINDS = ("kill_worker", "pause", "restart")
+FAULT_KINDS = ("kill_worker", "pause", "restart", "kill_broker", "pause_broker")
+#: Faults of the embedded broker: only the stream has one.
+BROKER_FAULT_KINDS = ("kill_broker", "pause_broker")
 
 #: Hard sanity bounds (a typo must not start a 3-day run or a 10^9-request plan).
 MAX_SECONDS = 6 * 3600.0
@@ -570,9 +573,18 @@ def _faults(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> tuple[Fault, ...]:
     for i, f in enumerate(v):
         p = f"faults[{i}]"
         d = _mapping(ctx, f, p, ("at_s", "kind", "duration_s", "modes"), required=("at_s", "kind"))
-        fm = _modes(ctx, d.get("modes", list(modes)), f"{p}.modes")
+        kind = _choice(ctx, d, "kind", p, None, FAULT_KINDS)
+        default_modes = [m for m in modes if m == "stream"] if kind in BROKER_FAULT_KINDS \
+            else list(modes)
+        if not default_modes and "modes" not in d:
+            raise ctx.err(p, f"{kind} applies to the stream only and the scenario has no "
+                             f"stream mode")
+        fm = _modes(ctx, d.get("modes", default_modes), f"{p}.modes")
+        if kind in BROKER_FAULT_KINDS and fm != ("stream",):
+            raise ctx.err(f"{p}.modes", f"{kind} applies to the stream only (REST has no "
+                                        f"broker): modes: [stream]")
         out.append(Fault(at_s=_num(ctx, d, "at_s", p, None, lo=0, hi=MAX_SECONDS),
-                         kind=_choice(ctx, d, "kind", p, None, FAULT_KINDS),
+                         kind=kind,
                          duration_s=_num(ctx, d, "duration_s", p, 0.0, lo=0, hi=MAX_SECONDS),
                          modes=fm))
     return tuple(out)
@@ -607,7 +619,7 @@ def parse_scenario(data: Any, where: str = "<scenario>") -> Scenario:
     for i, f in enumerate(faults):
         if f.at_s >= timing.end_s:
             raise ctx.err(f"faults[{i}].at_s", f"is after the run ends ({timing.end_s:g} s)")
-        if f.kind == "pause" and f.duration_s <= 0:
+        if f.kind in ("pause", "pause_broker") and f.duration_s <= 0:
             raise ctx.err(f"faults[{i}].duration_s", "a pause needs duration_s > 0 (seconds "
                                                     "between SIGSTOP and SIGCONT)")
     return Scenario(

@@ -28,6 +28,7 @@ import heapq
 import queue
 import random
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import libversion as _libversion
 from confluent_kafka import version as _version
 
@@ -61,9 +62,12 @@ def check_loopback(bootstrap: str, allow_remote: bool) -> None:
             raise SystemExit(f"refusing bootstrap {bootstrap}: only loopback unless --allow-remote")
 
 
-def producer_config(bootstrap: str, run_id: str, timeout_s: float) -> dict:
+def producer_config(bootstrap: str, run_id: str, timeout_s: float, *,
+                    idempotent: bool = True) -> dict:
     """Batching tuned so the producer is never the bottleneck (~100k msg/s of 1.3 KB here) while
-    adding at most ``linger.ms`` to an event's latency."""
+    adding at most ``linger.ms`` to an event's latency. ``acks=all`` and, where the broker has
+    it, the idempotent producer: a request the broker acknowledged is in its log, and a send
+    retried across a broker restart is written once (:func:`broker_producer_defaults`)."""
     return {
         "bootstrap.servers": bootstrap,
         "client.id": f"rvs-driver-{run_id}",
@@ -72,13 +76,30 @@ def producer_config(bootstrap: str, run_id: str, timeout_s: float) -> dict:
         "queue.buffering.max.messages": 2_000_000,
         "queue.buffering.max.kbytes": 2_097_151,
         "acks": "all",
-        "enable.idempotence": False,
+        "enable.idempotence": bool(idempotent),
         "compression.type": "none",
         "socket.nagle.disable": True,
         "message.timeout.ms": max(1000, int(timeout_s * 1000)),
         "delivery.report.only.error": True,
         "log_level": 3,
     }
+
+
+def broker_producer_defaults(broker_name: str) -> dict:
+    """Producer settings that depend on the broker: Tansu refuses ``InitProducerId`` (no
+    idempotent producer), Apache Kafka has it."""
+    return {"idempotent": broker_name != "tansu"}
+
+
+def broker_name(bootstrap: str, timeout_s: float = 10.0) -> str:
+    """Which broker answers on ``bootstrap`` ("kafka" or "tansu"), from its cluster id."""
+    from confluent_kafka.admin import AdminClient
+
+    from services.broker import name_of_cluster
+
+    md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}).list_topics(
+        timeout=timeout_s)
+    return name_of_cluster(getattr(md, "cluster_id", None))
 
 
 def consumer_config(bootstrap: str, run_id: str) -> dict:
@@ -193,8 +214,10 @@ class StreamRun:
         self.stop = False
         self.clock: L.Clock | None = None
         self.answers_q: queue.SimpleQueue = queue.SimpleQueue()
+        self.broker_name: str | None = None       # found at connect()
         self.pconf = producer_config(bootstrap, run_id, self.T)
         self.cconf = consumer_config(bootstrap, run_id)
+        self.broker_down: list[float] = []        # when librdkafka said "all brokers down"
         self.producer: Producer | None = None
         self.consumer_thread: _Answers | None = None
         # closed loop: which client runs operation n (-1 once the client moved on)
@@ -224,7 +247,11 @@ class StreamRun:
 
     # -- kafka ---------------------------------------------------------------------------------
     def connect(self) -> None:
-        self.producer = Producer({**self.pconf, "on_delivery": self._on_delivery})
+        self.broker_name = broker_name(self.bootstrap)
+        self.pconf = producer_config(self.bootstrap, self.run_id, self.T,
+                                     **broker_producer_defaults(self.broker_name))
+        self.producer = Producer({**self.pconf, "on_delivery": self._on_delivery,
+                                  "error_cb": self._on_error})
         md = self.producer.list_topics(timeout=10)
         for t in (self.req_topic, self.pred_topic):
             if t not in md.topics or md.topics[t].error is not None:
@@ -239,6 +266,21 @@ class StreamRun:
                                         self.validate, self.answers_q,
                                         self.payloads.prefix.encode())
         self.consumer_thread.start()
+
+    def _on_error(self, err) -> None:
+        """librdkafka's client-level errors (called from poll()): one line per broker outage."""
+        if err.code() != KafkaError._ALL_BROKERS_DOWN:
+            return
+        t = self.clock.rel() if self.clock else 0.0
+        self.broker_down.append(round(t, 3))
+        L.emit({"event": "broker_down", "t": round(t, 3), "bootstrap": self.bootstrap,
+                "error": err.str()})
+        sys.stderr.write(
+            f"stream driver: broker {self.bootstrap} is not answering ({err.str()}) at "
+            f"t={t:.1f}s; requests wait up to {self.T:g}s for it, then fail (accounted as "
+            f"produce_error / no_prediction). If it does not come back, stop the run (Ctrl-C) "
+            f"and look at the broker's log.\n")
+        sys.stderr.flush()
 
     def _on_delivery(self, err, msg) -> None:
         if err is None:
@@ -533,6 +575,8 @@ class StreamRun:
                 "partitions_consumed": self.partitions, "consumer_assignment": "manual, "
                 "all partitions from the beginning (no group join); ids of other runs ignored",
                 "producer": p, "consumer": c, "timeout_s": self.T,
+                "broker": self.broker_name,
+                "producer_idempotent": bool(p.get("enable.idempotence")),
                 "retry": self.sc.to_dict()["client"]["retry"], "retry_on": ["produce_error"],
                 "batch_size": self.B, "row_granularity": "one row per event (review)",
                 "validate_answers": self.validate,
@@ -623,6 +667,7 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
                    "late_answers": int((df["error_kind"] == "timeout").sum()),
                    "answers_received": ct.messages, "consumer_errors": dict(ct.errors),
                    "produce_errors": dict(run.produce_errors),
+                   "broker_down_at_s": list(run.broker_down),
                    "producer_queue_full_waits": run.buffer_full,
                    "unflushed_at_exit": int(unflushed)},
         "lateness_s": late,

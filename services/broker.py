@@ -155,6 +155,11 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, replication: int
         time.sleep(0.1)
 
 
+def name_of_cluster(cluster_id: str | None) -> str:
+    """"tansu" for one of ours (start_tansu names its cluster ``rvs-tansu-...``), else "kafka"."""
+    return "tansu" if cluster_id and str(cluster_id).startswith("rvs-tansu-") else "kafka"
+
+
 def describe_broker(bootstrap: str, *, timeout_s: float = 10.0) -> Broker:
     """Describe a broker the user supplies: reachable or a clear error; name/version if it says.
 
@@ -170,9 +175,7 @@ def describe_broker(bootstrap: str, *, timeout_s: float = 10.0) -> Broker:
         raise procs.LaunchError(f"broker {bootstrap}: no metadata answer within {timeout_s:.0f}s "
                                 f"({e}); is a Kafka broker listening there?") from None
     cluster_id = getattr(md, "cluster_id", None)
-    name, version = "kafka", "unknown"
-    if cluster_id and str(cluster_id).startswith("rvs-tansu-"):
-        name = "tansu"  # one of ours, started by start_tansu in another process
+    name, version = name_of_cluster(cluster_id), "unknown"
     try:
         node = next(iter(md.brokers))
         res = ConfigResource(ConfigResource.Type.BROKER, str(node))
@@ -232,6 +235,19 @@ def start_tansu(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
     return Broker(bootstrap=bootstrap, name="tansu", version=tansu_version(binary),
                   pid=proc.pid, cluster_id=cluster_id,
                   settings={"storage_engine": "memory://tansu/", "binary": str(binary)})
+
+
+def restart_broker(sup: procs.Supervisor, old: procs.Proc, bootstrap: str, *,
+                   timeout_s: float = 90.0) -> procs.Proc:
+    """Start the broker ``old`` ran again, with the very same command line: the same config
+    file, hence the same listeners (clients reconnect to the bootstrap they had) and, for Apache
+    Kafka, the same log directory (what was acknowledged before is still there). ``old`` is
+    stopped first (a no-op when it is dead). Returns once it answers Metadata again."""
+    sup.stop(old)
+    proc = sup.start(old.name, old.argv, cpus=old.cpus)
+    wait_answering(sup, proc, bootstrap, timeout_s=timeout_s, what=f"{old.name} (restarted)",
+                   bind_errors=("Address already in use", "BindException", "AddrInUse"))
+    return proc
 
 
 def broker_kind(kind: str | None = None) -> str:

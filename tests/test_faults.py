@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -141,6 +143,31 @@ def test_shipped_fault_scenarios(name, kind):
     assert parse_scenario(sc.to_dict()) == sc
 
 
+@pytest.mark.parametrize("name,kind", [("fault-broker-kill", "kill_broker"),
+                                       ("fault-broker-pause", "pause_broker")])
+def test_shipped_broker_fault_scenarios_are_stream_only(name, kind):
+    sc = load_scenario(name)
+    assert sc.modes == ("stream",) and [f.kind for f in sc.faults] == [kind]
+    assert sc.faults[0].modes == ("stream",) and sc.faults[0].at_s > sc.timing.warmup_s
+    assert sc.timing.drain_s >= sc.client.timeout_s
+    assert parse_scenario(sc.to_dict()) == sc
+
+
+def test_broker_faults_default_to_the_stream_and_refuse_rest():
+    base = {"name": "t", "arrival": {"open": {"rate": {"shape": "constant", "ops_per_s": 1}}},
+            "timing": {"warmup_s": 1, "duration_s": 10, "drain_s": 1}}
+    sc = parse_scenario({**base, "faults": [{"at_s": 2, "kind": "kill_broker"}]})
+    assert sc.modes == ("rest", "stream") and sc.faults[0].modes == ("stream",)
+    with pytest.raises(ScenarioError, match="stream only"):
+        parse_scenario({**base, "faults": [{"at_s": 2, "kind": "kill_broker",
+                                            "modes": ["rest", "stream"]}]})
+    with pytest.raises(ScenarioError, match="no stream mode"):
+        parse_scenario({**base, "modes": ["rest"],
+                        "faults": [{"at_s": 2, "kind": "pause_broker", "duration_s": 1}]})
+    with pytest.raises(ScenarioError, match="a pause needs duration_s > 0"):
+        parse_scenario({**base, "faults": [{"at_s": 2, "kind": "pause_broker"}]})
+
+
 # ------------------------------------------------------------------------------- injector (fakes)
 def test_driver_t0_reads_the_start_line(tmp_path):
     log = tmp_path / "driver.log"
@@ -152,8 +179,95 @@ def test_driver_t0_reads_the_start_line(tmp_path):
 
 
 class _Dep:
-    def __init__(self, pids, settings=None):
+    def __init__(self, pids, settings=None, broker=None):
         self.service_pids, self.settings = pids, settings or {}
+        self.broker, self.bootstrap = broker or {}, None
+
+
+def _sleeper(sup, name):
+    return sup.start(name, [sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _scenario(kind, at_s, duration_s, modes=("stream",)):
+    return parse_scenario({"name": "t", "modes": list(modes),
+                           "arrival": {"open": {"rate": {"shape": "constant", "ops_per_s": 1}}},
+                           "timing": {"warmup_s": 0, "duration_s": 30, "drain_s": 0},
+                           "faults": [{"at_s": at_s, "kind": kind, "duration_s": duration_s}]})
+
+
+def test_pause_broker_stops_the_broker_not_the_service(tmp_path):
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        svc, brk = _sleeper(sup, "stream-worker-0"), _sleeper(sup, "kafka")
+        log = tmp_path / "driver.log"
+        log.write_text(json.dumps({"event": "start", "t0_epoch": time.time()}) + "\n")
+        inj = fx.FaultInjector.for_mode("stream", _scenario("pause_broker", 0.1, 30), sup=sup,
+                                        dep=_Dep([svc.pid], broker={"pid": brk.pid}),
+                                        driver_log=log, say=lambda *_: None).start()
+        deadline = time.time() + 3
+        while time.time() < deadline and _state(brk.pid) != "T":
+            time.sleep(0.02)
+        assert _state(brk.pid) == "T" and _state(svc.pid) in ("S", "R")
+        assert inj.broker_planned.is_set()            # the broker watch must not cry crash
+        recs = inj.stop()
+        assert _state(brk.pid) in ("S", "R")
+        assert recs[0]["kind"] == "pause_broker" and recs[0]["pid"] == brk.pid
+        assert recs[0]["target"] == "kafka" and recs[0]["ended_t_s"] is not None
+    finally:
+        sup.stop_all()
+
+
+def test_kill_broker_refuses_tansu_and_rest(tmp_path):
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        brk = _sleeper(sup, "tansu")
+        log = tmp_path / "driver.log"
+        log.write_text(json.dumps({"event": "start", "t0_epoch": time.time()}) + "\n")
+        dep = _Dep([], broker={"pid": brk.pid, "name": "tansu"})
+        inj = fx.FaultInjector.for_mode("stream", _scenario("kill_broker", 0.0, 0), sup=sup,
+                                        dep=dep, driver_log=log, say=lambda *_: None).start()
+        deadline = time.time() + 3
+        while time.time() < deadline and not inj.records:
+            time.sleep(0.02)
+        rec = inj.stop()[0]
+        assert "Tansu keeps its log in memory" in rec["error"] and brk.alive()
+        assert not inj.broker_planned.is_set()
+    finally:
+        sup.stop_all()
+
+
+def test_broker_watch_reports_an_unplanned_death_once(tmp_path):
+    from bench.brokerwatch import BrokerWatch
+
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        brk = _sleeper(sup, "kafka")
+        seen, planned = [], threading.Event()
+        watch = BrokerWatch(sup, _Dep([], broker={"pid": brk.pid}), on_death=seen.append,
+                            planned=planned, interval_s=0.02).start()
+        planned.set()                                 # a planned kill is not a death
+        os.kill(brk.pid, signal.SIGKILL)
+        brk.popen.wait(5)
+        time.sleep(0.2)
+        assert seen == [] and watch.death is None
+        planned.clear()
+        deadline = time.time() + 3
+        while time.time() < deadline and not seen:
+            time.sleep(0.02)
+        death = watch.stop()
+        assert seen == [death] and death.pid == brk.pid and death.returncode == -9
+        line = death.line()
+        assert "died during the drive" in line and "SIGKILL" in line and str(death.log) in line
+        assert "\n" not in line
+    finally:
+        sup.stop_all()
+
+
+def test_broker_watch_without_a_broker_does_nothing(tmp_path):
+    from bench.brokerwatch import BrokerWatch
+
+    watch = BrokerWatch(Supervisor(tmp_path), _Dep([]), on_death=lambda _: None).start()
+    assert watch.stop() is None
 
 
 def test_pause_stops_and_continues_the_service_group_and_records_it(tmp_path):
@@ -240,14 +354,14 @@ def _state(pid: int) -> str:
 
 
 # ------------------------------------------------------------------------------- the real stack
-def _short(name: str, folder: Path, stream: dict | None = None):
+def _short(name: str, folder: Path, stream: dict | None = None, drain_s: float = 12.0):
     """The shipped scenario, shortened: fault at 5 s, in a window of 2-18 s (a killed Faust
     worker is back in ~9 s: the group waits for the dead member's session to time out), then up
     to 12 s of drain (the driver stops as soon as everything is answered). ``stream``: settings
     laid over the scenario's stream service. Written to a file: the driver subprocess reads the
     scenario from ``scenario.source``."""
     sc = load_scenario(name)
-    sc = sc.for_test(warmup_s=2.0, duration_s=16.0, drain_s=12.0)
+    sc = sc.for_test(warmup_s=2.0, duration_s=16.0, drain_s=drain_s)
     sc = replace(sc, faults=tuple(replace(f, at_s=5.0) for f in sc.faults))
     if stream:
         sc = replace(sc, service={**sc.service, "stream": {**sc.service.get("stream", {}),
@@ -262,12 +376,12 @@ def results_root(tmp_path_factory):
     return tmp_path_factory.mktemp("fault-results")
 
 
-def _run(name: str, root: Path, stream: dict | None = None):
+def _run(name: str, root: Path, stream: dict | None = None, drain_s: float = 12.0):
     from bench.run import Placement, RunOptions, run_scenario
 
     opts = RunOptions(placement=Placement.default(), results=root, measure_ceiling=False,
                       report=True, quiet=True)
-    run_dir = run_scenario(_short(name, root, stream), opts)
+    run_dir = run_scenario(_short(name, root, stream, drain_s), opts)
     meta = json.loads((run_dir / "meta.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     return run_dir, meta, summary
@@ -281,7 +395,8 @@ def _check_common(run_dir: Path, meta: dict, summary: dict, kind: str,
         m = summary["modes"][mode]
         assert m["sent"] == m["ok"] + m["failed"], mode
         assert m["sent"] > 0
-        assert meta["modes"][mode]["driver"]["stop_s"] < 31, "the driver ran another schedule"
+        stop_s = meta["modes"][mode]["driver"]["stop_s"]
+        assert stop_s < 19 + meta["scenario"]["timing"]["drain_s"], "it ran another schedule"
         faults = meta["modes"][mode]["faults"]
         assert len(faults) == 1, (mode, faults)
         f = faults[0]
@@ -418,6 +533,47 @@ def test_stack_fault_restart(results_root):
     assert outside.empty, outside[["request_id", "attempt", "error_kind", "done_s"]].head()
 
 
+def _check_no_acknowledged_loss(run_dir: Path, summary: dict) -> None:
+    """A request without a delivery error was acknowledged by the broker (acks=all): it must be
+    answered. Only a produce the driver saw fail may fail, and the fault's figures say 0 lost."""
+    df = _table(run_dir, "stream")
+    unanswered = df[df["error_kind"].isin(["no_prediction", "in_flight"])]
+    assert unanswered.empty, unanswered[["request_id", "sent_s", "done_s"]].head()
+    oks = df[df["outcome"] == "ok"]
+    assert oks["request_id"].is_unique
+    _check_all_answered(run_dir, summary, "stream")
+
+
+@pytest.mark.stack
+def test_stack_fault_broker_kill(results_root):
+    # the broker's restart took up to 25 s here: drain long enough to see its backlog answered
+    run_dir, meta, summary = _run("fault-broker-kill", results_root, drain_s=45.0)
+    assert list(meta["modes"]) == ["stream"]
+    _check_common(run_dir, meta, summary, "kill_broker", modes=("stream",))
+    m = meta["modes"]["stream"]
+    f = m["faults"][0]
+    assert f["target"] == "kafka" and f["signal"] == "SIGKILL" and f["restarted_by"] == "bench"
+    assert f["new_pid"] != f["pid"] and not _alive(f["pid"]) and not _alive(f["new_pid"])
+    assert f["t_s"] <= f["restarted_t_s"] <= f["broker_ready_t_s"] <= f["ended_t_s"]
+    assert m["driver"]["settings"]["producer_idempotent"] is True
+    assert m["driver"]["settings"]["producer"]["acks"] == "all"
+    assert m["driver"]["counts"]["broker_down_at_s"], "the driver never saw the broker go"
+    # the broker was really gone: nothing answered until it was back
+    _check_silent_between(run_dir, "stream", f["t_s"] + 1.0, f["broker_ready_t_s"])
+    _check_no_acknowledged_loss(run_dir, summary)
+
+
+@pytest.mark.stack
+def test_stack_fault_broker_pause(results_root):
+    run_dir, meta, summary = _run("fault-broker-pause", results_root)
+    _check_common(run_dir, meta, summary, "pause_broker", modes=("stream",))
+    f = meta["modes"]["stream"]["faults"][0]
+    assert f["target"] == "kafka" and f["signal"] == "SIGSTOP"
+    assert f["ended_t_s"] - f["t_s"] == pytest.approx(f["duration_s"], abs=0.5)
+    _check_silent_between(run_dir, "stream", f["t_s"] + 1.0, f["ended_t_s"] - 0.5)
+    _check_no_acknowledged_loss(run_dir, summary)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -428,3 +584,63 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
 
+
+
+@pytest.mark.stack
+def test_stack_a_broker_that_dies_unplanned_stops_the_run_with_one_line(tmp_path):
+    """Not a planned fault: the broker is SIGKILLed from outside mid-drive. The bench stops the
+    driver at once, fails the phase with one line naming the cause and the broker's log, keeps
+    the request table and the driver's record, marks the run incomplete, leaves no process."""
+    import psutil
+
+    from bench.run import PhaseFailed, Placement, RunOptions, run_scenario
+    from loadgen import record
+
+    sc = load_scenario("smoke")
+    sc = replace(sc.for_test(warmup_s=2.0, duration_s=60.0, drain_s=5.0), name="broker-dies",
+                 modes=("stream",))
+    path = tmp_path / "broker-dies.yaml"
+    path.write_text(yaml.safe_dump(sc.to_dict(), sort_keys=False))
+    root = tmp_path / "results"
+    root.mkdir()
+    killed: list[int] = []
+    seen: list[int] = []
+
+    def kill_the_broker_once_driving():
+        deadline = time.time() + 180
+        while time.time() < deadline and not killed:
+            logs = list(root.rglob("driver-stream.log"))
+            if logs and fx.driver_t0(logs[0]) is not None:
+                time.sleep(3)                                  # a few seconds recorded
+                kids = psutil.Process().children(recursive=True)
+                seen.extend(p.pid for p in kids)
+                java = [p for p in kids if p.name() == "java"]
+                os.killpg(java[0].pid, signal.SIGKILL)
+                killed.append(java[0].pid)
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=kill_the_broker_once_driving, daemon=True)
+    t.start()
+    opts = RunOptions(placement=Placement.default(), results=root, measure_ceiling=False,
+                      report=True, quiet=True)
+    with pytest.raises(PhaseFailed) as err:
+        run_scenario(load_scenario(path), opts)
+    t.join(5)
+    assert killed, "the broker was never killed"
+    line = str(err.value)
+    assert "\n" not in line and f"(pid {killed[0]}) died during the drive" in line
+    assert "killed by signal SIGKILL" in line and "kafka.log" in line
+    run_dir = next(d for d in root.iterdir() if d.is_dir() and d.name.endswith("-broker-dies"))
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["complete"] is False and meta["failed_phase"] == "stream: broker"
+    assert "died during the drive" in meta["error"]
+    m = meta["modes"]["stream"]
+    assert m["complete"] is False and m["driver"]["interrupted"] is True
+    assert m["driver"]["stop_s"] < 40, "the driver ran on after the broker died"
+    c = m["driver"]["counts"]
+    assert c["requests"] == c["ok"] + c["failed"] and c["ok"] > 0
+    df = record.read(run_dir / "stream" / "requests.parquet")
+    assert len(df) == c["attempts"]
+    assert (run_dir / "summary.json").is_file()                # the report ran on what was kept
+    assert not [p for p in seen if _alive(p)], "a process outlived the run"
