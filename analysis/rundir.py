@@ -217,9 +217,18 @@ def load_run(path: str | Path) -> Run:
     missing: list[str] = []
     for name in MODES:
         data, mode_notes = load_mode(path, meta, name)
+        if data is None and name not in _scenario_modes(meta):
+            continue                  # not asked for (a stream-only broker fault): not missing
         notes.extend(mode_notes)
         if data is None:
             missing.append(name)
         else:
             modes[name] = data
     return Run(path=path, meta=meta, modes=modes, missing=missing, notes=notes)
+
+
+def _scenario_modes(meta: dict) -> tuple[str, ...]:
+    """The modes the run's scenario asked for (every mode when meta does not say)."""
+    sc = meta.get("scenario")
+    modes = sc.get("modes") if isinstance(sc, dict) else None
+    return tuple(modes) if isinstance(modes, list) and modes else MODES

@@ -1,9 +1,10 @@
 """Fault injection (bench/faults.py) and its analysis: recovery, lost / retried / duplicated.
 
 Unit tests use hand-made request tables and fake processes. The ``stack`` tests run each shipped
-fault scenario in a SHORT form on the real local stack (nginx + uWSGI, Tansu + Faust, the real
-model) through ``bench.run.run_scenario``, into a temporary results root, and check the accounting,
-the stream's delivery guarantee after a worker kill, and the report's fault markers.
+fault scenario in a SHORT form on the real local stack (nginx + uWSGI, the embedded broker + Faust,
+the real model) through ``bench.run.run_scenario``, into a temporary results root, and check what
+each fault must produce (nothing answered while the service is down, nothing lost where nothing
+may be, re-deliveries counted as duplicates), the accounting and the report's fault markers.
 """
 
 from __future__ import annotations
@@ -644,3 +645,12 @@ def test_stack_a_broker_that_dies_unplanned_stops_the_run_with_one_line(tmp_path
     assert len(df) == c["attempts"]
     assert (run_dir / "summary.json").is_file()                # the report ran on what was kept
     assert not [p for p in seen if _alive(p)], "a process outlived the run"
+
+
+def test_a_mode_the_scenario_did_not_ask_for_is_not_missing():
+    """A stream-only broker fault run is complete without a REST folder."""
+    from analysis.rundir import MODES, _scenario_modes
+
+    assert _scenario_modes({"scenario": {"modes": ["stream"]}}) == ("stream",)
+    assert _scenario_modes({"scenario": "old-run-name"}) == MODES
+    assert _scenario_modes({}) == MODES
