@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -750,6 +751,8 @@ def options_from_args(argv: Sequence[str]) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench ceiling`` (defaults) or ``python -m bench.ceiling [options]``."""
     opts = options_from_args(argv or [])
+    # SIGTERM unwinds like Ctrl-C: every Supervisor stops its broker, workers and driver by PID
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         _, summary = run(opts)
     except KeyboardInterrupt:

@@ -164,7 +164,7 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
         metamod.write_json(meta_path, meta)
     except KeyboardInterrupt:
         meta["failed_phase"] = phase
-        meta["error"] = "interrupted (Ctrl-C)"
+        meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
         metamod.write_json(meta_path, meta)
         progress.say(f"[red]interrupted in phase '{phase}'[/]; partial run kept in {run_dir}")
         raise
