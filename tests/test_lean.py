@@ -127,25 +127,45 @@ def test_offsets_are_committed_only_after_the_broker_acknowledged_every_answer()
         loop, consumer, producer = aio_loop([{tp0: [msg(5, good(1)), msg(6, good(2))],
                                               tp3: [msg(41, b"not json", partition=3)]},
                                              {tp0: [msg(7, good(3))]}])
-        assert await loop.step() == 3            # handed over; confirmed in the background
+        assert await loop.step() == 3            # handed over; acks and commit come behind
         assert [e for e in consumer.events if e.startswith("send")] == [
             "send predictions", "send requests.dlq"]
-        await settle()
-        assert consumer.commits == []            # handed over, not acknowledged: no commit
         producer.futures[0].set_result(None)
         await settle()
-        assert consumer.commits == []            # one answer still unacknowledged
-        # the next batch is fetched and answered meanwhile, but waits for this one's commit
-        nxt = asyncio.create_task(loop.step())
-        await settle()
-        assert len(producer.futures) == 3 and not nxt.done() and consumer.commits == []
+        assert await loop.step() == 1            # the next batch is answered meanwhile
+        assert consumer.commits == []            # the first one's DLQ record is not acked
         producer.futures[1].set_result(None)
-        assert await nxt == 1
-        # one past the highest offset of each partition, the dead-lettered one included
+        await settle()
+        await loop.reap()
+        await settle()
+        # one past the highest offset of each partition, the dead-lettered one included; the
+        # second batch is not acknowledged, so not committed
         assert consumer.commits == [{("requests", 0): 7, ("requests", 3): 42}]
         producer.futures[2].set_result(None)
         await loop.settle()
         assert consumer.commits[-1] == {("requests", 0): 8} and loop.answered == 4
+
+    asyncio.run(main())
+
+
+def test_the_loop_waits_when_too_many_batches_are_unacknowledged():
+    from aiokafka import TopicPartition
+
+    async def main():
+        tp = TopicPartition("requests", 0)
+        n = lean.MAX_IN_FLIGHT + 1
+        loop, consumer, producer = aio_loop([{tp: [msg(i, good(i))]} for i in range(n)])
+        for _ in range(n - 1):
+            assert await loop.step() == 1        # up to MAX_IN_FLIGHT: no wait
+        last = asyncio.create_task(loop.step())
+        await settle()
+        assert len(producer.futures) == n and not last.done()   # one too many: waits
+        producer.futures[0].set_result(None)
+        assert await asyncio.wait_for(last, 1) == 1
+        for f in producer.futures[1:]:
+            f.set_result(None)
+        await loop.settle()
+        assert consumer.commits[-1] == {("requests", 0): n} and loop.answered == n
 
     asyncio.run(main())
 
@@ -159,11 +179,11 @@ def test_a_failed_delivery_raises_and_commits_nothing():
         loop, consumer, producer = aio_loop([{tp: [msg(0, good(1))]}, {tp: [msg(1, good(2))]}])
         await loop.step()
         producer.futures[0].set_exception(KafkaTimeoutError("no ack"))
+        await settle()
         with pytest.raises(lean.DeliveryFailed, match="KafkaTimeoutError"):
             await loop.step()                    # the next batch finds the failure
-        await settle()
         producer.futures[1].set_result(None)     # a later batch delivered: still no commit
-        await settle()
+        await loop.settle()
         assert consumer.commits == [] and loop.answered == 0
 
     asyncio.run(main())

@@ -38,6 +38,7 @@ from services.stream.client import StreamClient
 from services.stream.settings import StreamSettings, broker_defaults
 
 WORKER_CPU, DRIVER_CPU = 0, 1
+MODEL_CPU_US: float | None = None
 
 # (name, overrides, latency round trips, throughput?)
 CONFIGS: list[tuple[str, dict, int, bool]] = [
@@ -68,6 +69,13 @@ CONFIGS: list[tuple[str, dict, int, bool]] = [
                                                  "fetch_max_wait_ms": 10}, 15, False),
     ("take_ready 256, direct, exactly-once", {"take_max": 256, "take_mode": "ready",
                                               "processing_guarantee": "exactly_once"}, 40, True),
+    # the same deployment on the lean engine (services/stream/lean.py), and Faust as it ships
+    ("faust default (take 256/5ms, direct)", {}, 20, True),
+    ("faust default, cython_optimizations", {"extra_faust": {"cython_optimizations": True}},
+     20, True),
+    ("lean aiokafka 256", {"engine": "lean"}, 20, True),
+    ("lean confluent 256", {"engine": "lean", "lean_client": "confluent"}, 20, True),
+    ("lean aiokafka event", {"engine": "lean", "shape": "event"}, 0, True),
 ]
 
 
@@ -80,13 +88,15 @@ def ceiling(texts: list[str], batch: int = 256, seconds: float = 3.0) -> float:
     try:
         m = load_model()
         m.predict_batch(texts[:batch])
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.thread_time()
         i = 0
         while time.perf_counter() - t0 < seconds:
             chunk = texts[i:i + batch] or texts[:batch]
             i = (i + batch) % len(texts)
             m.predict_batch(chunk)
             n += len(chunk)
+        global MODEL_CPU_US  # the model's own CPU per review: the yardstick of wCPU µs/ev
+        MODEL_CPU_US = (time.thread_time() - c0) / n * 1e6
         return n / (time.perf_counter() - t0)
     finally:
         os.sched_setaffinity(0, before)
@@ -139,7 +149,7 @@ def run_config(name: str, overrides: dict, n_lat: int, do_tp: bool, texts: list[
                                                               int(0.99 * len(lat)))], 1),
                                          "n": len(lat)}
                 if do_tp:
-                    rates, wcpu, bcpu, ocpu = [], [], [], []
+                    rates, wcpu, bcpu, ocpu, wus = [], [], [], [], []
                     me = os.getpid()
                     for r in range(reps):
                         ids = [f"tp{r}-{uuid.uuid4().hex[:4]}-{i}" for i in range(n)]
@@ -153,12 +163,14 @@ def run_config(name: str, overrides: dict, n_lat: int, do_tp: bool, texts: list[
                         t1 = max(c.received_at[i] for i in ids)
                         rates.append(n / (t1 - t0))
                         wcpu.append((_cpu(wpid) - w0) / (t1 - t0) * 100)
+                        wus.append((_cpu(wpid) - w0) / n * 1e6)   # worker CPU per event
                         bcpu.append((_cpu(b.pid) - b0) / (t1 - t0) * 100)
                         ours = (_cpu(wpid) - w0) + (_cpu(b.pid) - b0) + (_cpu(me) - d0)
                         ocpu.append(max(0.0, (_busy_all() - a0 - ours) / (time.time() - t0) * 100))
                     out["events_per_s"] = round(statistics.median(rates))
                     out["events_per_s_all"] = [round(x) for x in rates]
                     out["worker_cpu_pct"] = round(statistics.median(wcpu))
+                    out["worker_cpu_us_per_event"] = round(statistics.median(wus), 1)
                     out["broker_cpu_pct"] = round(statistics.median(bcpu))
                     out["others_cpu_pct"] = round(max(ocpu))
                     out["duplicates"] = c.duplicates
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=30_000, help="requests per throughput repetition")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--only", default=None, help="run configs whose name contains this")
+    p.add_argument("--only", default=None,
+                   help="run configs whose name contains this ('a|b': either)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="wait up to this many seconds for an idle machine before each config")
@@ -184,16 +197,17 @@ def main(argv: list[str] | None = None) -> int:
 
     texts, _ = sample_reviews(2000, 1)
     ceil = ceiling(texts)
-    print(f"ceiling: in-process predict_batch(256) on core {WORKER_CPU}: {ceil:,.0f} reviews/s",
-          flush=True)
+    print(f"ceiling: in-process predict_batch(256) on core {WORKER_CPU}: {ceil:,.0f} reviews/s, "
+          f"{MODEL_CPU_US:.0f} µs of CPU per review", flush=True)
     results = {"ceiling_reviews_per_s": round(ceil), "n": args.n, "reps": args.reps,
                "configs": []}
     hdr = f"{'configuration':55s} {'events/s':>9s} {'ceiling':>8s} {'%ceil':>6s} {'wCPU%':>6s} " \
+          f"{'wCPU µs/ev':>10s} " \
           f"{'bCPU%':>6s} {'other%':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
     print(hdr, flush=True)
     with tempfile.TemporaryDirectory(prefix="rvs-measure-") as tmp:
         for name, ov, n_lat, do_tp in CONFIGS:
-            if args.only and args.only not in name:
+            if args.only and not any(o in name for o in args.only.split("|")):
                 continue
             try:
                 r = run_config(name, ov, n_lat, do_tp, texts, args.n, args.reps, Path(tmp),
@@ -207,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             lat = r.get("latency_ms", {})
             print(f"{name:55s} {eps if eps else '-':>9} {c if c else '-':>8} "
                   f"{(f'{eps / c * 100:.0f}' if eps else '-'):>6s} "
-                  f"{r.get('worker_cpu_pct', '-'):>6} {r.get('broker_cpu_pct', '-'):>6} "
+                  f"{r.get('worker_cpu_pct', '-'):>6} {r.get('worker_cpu_us_per_event', '-'):>10} "
+                  f"{r.get('broker_cpu_pct', '-'):>6} "
                   f"{r.get('others_cpu_pct', '-'):>6} "
                   f"{lat.get('p50', '-'):>7} {lat.get('p99', '-'):>7}", flush=True)
     if args.json:
