@@ -466,6 +466,9 @@ def test_engine_setting_is_validated_and_recorded():
     assert StreamSettings.from_dict(d) == s
     ck = StreamSettings(engine="lean", lean_client="confluent").to_dict()["effective"]["lean"]
     assert ck["consumer"]["enable.auto.commit"] is False and ck["producer"]["acks"] == -1
+    assert ck["producer"]["linger.ms"] == 5   # librdkafka: 0 = one request per answer
+    assert StreamSettings(engine="lean", lean_client="confluent", linger_ms=2
+                          ).confluent_producer_config()["linger.ms"] == 2
     assert StreamSettings().to_dict()["effective"]["engine"] == "faust"
 
 
