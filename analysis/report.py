@@ -17,9 +17,9 @@ import pandas as pd
 
 from . import charts
 from .rundir import MODES, load_run
-from .summary import (RunAnalysis, analyse, broker_lines, caveats, error_table, headline_table, latency_table,
-                      recovery_table, repeats_caption, repeats_table, status_line, sweep_table,
-                      workers_lines, write_summary)
+from .summary import (RunAnalysis, analyse, broker_lines, caveats, error_table, headline_table,
+                      latency_table, load_line, recovery_table, repeats_caption, repeats_table,
+                      status_line, sweep_table, workers_lines, write_summary)
 
 HOW_TO_READ = """
 <p><b>How to read this.</b> Both deployments serve the same model on the same cores and receive the
@@ -124,6 +124,9 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
         items = "".join(f"<li>{e(n)}</li>" for n in run.notes) or "<li>meta.json marks it incomplete</li>"
         parts.append(f"<div class='banner'><b>{e(status_line(summary))}</b>: the figures below cover "
                      f"only what was recorded.<ul>{items}</ul></div>")
+    load = load_line(summary)
+    if load:
+        parts.append(f"<p><b>Load:</b> {e(load)}.</p>")
     parts += [HOW_TO_READ, "<h2>Headline</h2>",
               table_html(headline_table(summary))]
     reps = repeats_table(summary)

@@ -254,6 +254,7 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
         "missing_modes": list(run.missing),
         "notes": list(run.notes),
         "repeats": repeats_block(ra).to_dict(),
+        "calibration": run.meta.get("calibration"),
         **extras,
     })
 
@@ -433,6 +434,20 @@ def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def load_line(summary: dict[str, Any]) -> str | None:
+    """How the load was set when a scenario stated it relative to a calibrated capacity."""
+    c = summary.get("calibration")
+    if not c:
+        return None
+    head = (f"load relative to {c['mode']}'s capacity, measured first in this run: "
+            f"{c['ops_per_s']:,.2f} ops/s ({c['reviews_per_s']:,.0f} reviews/s)")
+    if c.get("steps"):
+        steps = ", ".join(f"{s['multiple']:g}x = {s['clients']}" for s in c["steps"])
+        return (f"{head}; {c['timeout_fill_clients']:,.1f} clients fill its {c['timeout_s']:g} s "
+                f"deadline; clients per step: {steps}")
+    return f"{head}; rates: {c['rate']['resolved']}"
+
+
 def broker_lines(summary: dict[str, Any]) -> list[str]:
     """Per mode that ran on a broker: which one, and its CPU per 1,000 answered requests."""
     out = []
@@ -559,6 +574,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += [f"{n} interleaved repeats; the tables below are "
                   f"`{summary['representative_repeat']}`'s (the repeat whose reviews/s ratio "
                   "is nearest the median), the repeats table summarises them all.", ""]
+    load = load_line(summary)
+    if load:
+        lines += [f"Load: {load}.", ""]
     lines += [
         "| metric | rest | stream | stream ÷ rest |",
         "|---|---:|---:|---:|",

@@ -50,23 +50,29 @@ def reference_timeout_s(sc) -> float:
     return sc.client.stream_deadline_s if sc.calibration.mode == "stream" else sc.client.timeout_s
 
 
-def calibrate(sc, run_dir: Path, placement, progress, run_id: str) -> tuple[rel.Capacity, dict]:
-    """Deploy and saturate the reference mode; its capacity and the phase's record."""
+def calibrate(sc, run_dir: Path, opts, progress, run_id: str) -> tuple[rel.Capacity, dict]:
+    """Deploy (or, with ``--target compose``, attach to) and saturate the reference mode; its
+    capacity and the phase's record. ``opts``: bench.run.RunOptions."""
     from bench.ceiling import drive_phase, write_scenario
     from bench.run import PhaseFailed
-    from services.launcher import deploy
+    from services.launcher import attach, deploy
     from services.procs import LaunchError, Supervisor
 
     c = sc.calibration
+    placement = opts.placement
     out = run_dir / "calibration"
     phase_sc = write_scenario(calibration_doc(sc), out / "scenario.yaml")
     with Supervisor(out / "logs") as sup, contextlib.ExitStack() as stack:
         progress.say(f"[bold]calibration[/]: starting {c.mode} to measure its capacity ...")
         t = time.monotonic()
         try:
-            dep = stack.enter_context(deploy(
-                c.mode, out / "service", overrides=phase_sc.service.get(c.mode, {}), sup=sup,
-                service_cpus=placement.service, broker_cpus=placement.broker))
+            if opts.target == "compose":
+                dep = stack.enter_context(attach(c.mode, url=opts.url, bootstrap=opts.bootstrap))
+            else:
+                dep = stack.enter_context(deploy(
+                    c.mode, out / "service", overrides=phase_sc.service.get(c.mode, {}),
+                    sup=sup, service_cpus=placement.service, broker_cpus=placement.broker,
+                    bootstrap=opts.bootstrap))
         except LaunchError as e:
             raise PhaseFailed("calibration: deploy", str(e).splitlines()[0], out / "logs") from e
         ready_s = time.monotonic() - t
@@ -80,14 +86,14 @@ def calibrate(sc, run_dir: Path, placement, progress, run_id: str) -> tuple[rel.
     return cap, record
 
 
-def resolve_scenario(sc, run_dir: Path, placement, progress, run_id: str):
+def resolve_scenario(sc, run_dir: Path, opts, progress, run_id: str):
     """(the absolute scenario, written to ``<run>/scenario.yaml``; meta.json's ``calibration``
     block). A scenario whose load is already absolute comes back unchanged, with None."""
     from bench.ceiling import write_scenario
 
     if not sc.is_relative:
         return sc, None
-    cap, record = calibrate(sc, run_dir, placement, progress, run_id)
+    cap, record = calibrate(sc, run_dir, opts, progress, run_id)
     resolved = rel.resolve(sc, cap)
     block = {**rel.describe(sc, resolved, cap), "phase": record,
              "relative_scenario": sc.to_dict()}

@@ -25,6 +25,7 @@ from analysis.repeats import REPEAT_PREFIX, interleaved
 from bench import meta as metamod
 from bench.cpu import CoreSampler, CpuSampler
 from bench.brokerwatch import BrokerWatch
+from bench.calibrate import resolve_scenario
 from bench.faults import FaultInjector
 from bench.model_ceiling import ModeCeiling
 from bench.progress import Progress
@@ -127,6 +128,12 @@ def run_scenario(scenario, opts: RunOptions) -> Path:
         phase = "model"
         model = load_model()
         meta["model"] = model.info
+        if scenario.is_relative:   # loads relative to a capacity: measure it, then resolve
+            phase = "calibration"
+            scenario, meta["calibration"] = resolve_scenario(scenario, run_dir, opts, progress,
+                                                             run_dir.name)
+            meta["scenario"] = scenario.to_dict()
+            metamod.write_json(meta_path, meta)
         ceilings = None   # the model's own ceiling, measured around each mode on its cores
         if opts.measure_ceiling:
             phase = "ceiling"

@@ -161,3 +161,35 @@ def test_smoke_repeated_twice_interleaves_and_writes_the_repeats_block(tmp_path)
     assert st["min"] <= st["median"] <= st["max"]
     assert "Repeats" in (run / "report.html").read_text()
     assert "median over 2 repeats" in proc.stdout
+
+
+def test_a_relative_load_is_calibrated_first_and_resolved_for_the_run(tmp_path):
+    """A scenario that states its clients as multiples of REST's timeout-filling count gets a
+    calibration phase of REST, and both meta.json and the driver see absolute client counts."""
+    import yaml
+
+    doc = {"name": "relative", "modes": ["rest"],
+           "payload": {"source": "imdb", "split": "test", "sample": 200, "seed": 1},
+           "workload": {"batch_size": 50},
+           "arrival": {"closed": {"unit": "timeout_fill", "clients": [[0, 0.2], [3, 0.6]]}},
+           "calibration": {"mode": "rest", "warmup_s": 1, "duration_s": 3, "clients": 2},
+           "timing": {"warmup_s": 1, "duration_s": 5, "drain_s": 2},
+           "client": {"timeout_s": 1, "retry": {"policy": "none"}}}
+    path = tmp_path / "relative.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = _bench(str(path), "--results", str(tmp_path / "r"), "--no-ceiling")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir() and p.name.endswith("-relative")]
+    meta = json.loads((run / "meta.json").read_text())
+    cal = meta["calibration"]
+    assert cal["mode"] == "rest" and cal["ops_per_s"] > 0 and cal["batch_size"] == 50
+    assert cal["timeout_fill_clients"] == pytest.approx(cal["ops_per_s"] * 1.0)
+    want = [max(1, round(x * cal["timeout_fill_clients"])) for x in (0.2, 0.6)]
+    assert [s["clients"] for s in cal["steps"]] == want
+    # what ran is the resolved scenario: absolute clients, the relative one kept beside it
+    assert meta["scenario"]["arrival"]["closed"]["unit"] == "clients"
+    assert [n for _, n in meta["scenario"]["arrival"]["closed"]["clients"]] == want
+    assert cal["relative_scenario"]["arrival"]["closed"]["unit"] == "timeout_fill"
+    assert (run / "scenario.yaml").is_file() and (run / "calibration" / "requests.parquet").is_file()
+    assert meta["complete"] is True
+    assert "Load: load relative to rest's capacity" in (run / "summary.md").read_text()

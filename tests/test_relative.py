@@ -110,3 +110,15 @@ def test_the_calibration_phase_runs_the_scenarios_own_work_on_the_reference_mode
     # the deadline the stream's queueing must fill is its own, not REST's
     assert reference_timeout_s(sc) == 60
     assert reference_timeout_s(closed_relative()) == 5
+
+
+def test_the_report_says_how_a_relative_load_was_set():
+    from analysis.summary import load_line
+    assert load_line({"calibration": None}) is None
+    line = load_line({"calibration": {
+        "mode": "rest", "ops_per_s": 5.0, "reviews_per_s": 5000.0, "timeout_s": 5.0,
+        "timeout_fill_clients": 25.0, "steps": [{"at_s": 0, "multiple": 0.1, "clients": 2},
+                                                {"at_s": 25, "multiple": 2.0, "clients": 50}]}})
+    assert line == ("load relative to rest's capacity, measured first in this run: 5.00 ops/s "
+                    "(5,000 reviews/s); 25.0 clients fill its 5 s deadline; clients per step: "
+                    "0.1x = 2, 2x = 50")

@@ -201,6 +201,11 @@ def test_shipped_scenario_bounds():
     assert isinstance(seed.arrival, ClosedArrival) and seed.workload.batch_size == 1000
     assert seed.client.retry.policy == "exponential"
     assert seed.arrival.clients[0][1] < seed.arrival.max_clients
+    # the article's shape on any machine: clients are multiples of REST's timeout-filling count,
+    # from well below it to well past it, calibrated on REST first
+    assert seed.is_relative and seed.arrival.unit == "timeout_fill"
+    assert seed.calibration.mode == "rest"
+    assert seed.arrival.clients[0][1] < 0.5 and seed.arrival.max_clients >= 2
     sweep = load_scenario("sweep")
     assert isinstance(sweep.arrival.rate, RateSteps) and sweep.slo.p99_ms
     steady = load_scenario("steady")
