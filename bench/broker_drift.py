@@ -22,7 +22,7 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services import procs
-from services.broker import create_topics, start_broker
+from services.broker import broker_kind, create_topics, start_broker
 
 
 def measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int,
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not (0 < a.rate <= 5000 and 10 <= a.seconds <= 600 and 1 <= a.partitions <= 64):
         ap.error("need 0 < --rate <= 5000, 10 <= --seconds <= 600, 1 <= --partitions <= 64")
-    print(f"Tansu, {a.rate:g} msg/s for {a.seconds:g} s, {a.partitions} partition(s), "
+    procs.sigterm_unwinds()
+    print(f"{broker_kind()}, {a.rate:g} msg/s for {a.seconds:g} s, {a.partitions} partition(s), "
           f"fetch.wait.max.ms {a.fetch_wait_ms}")
     rows = measure(a.rate, a.seconds, a.partitions, a.fetch_wait_ms, a.log_dir)
     print(f"{'window':>10} {'received':>9} {'p50 ms':>8} {'p99 ms':>8} {'broker CPU %':>13}")

@@ -33,7 +33,6 @@ import contextlib
 import io
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ from bench.cpu import CoreSampler, CpuSampler
 from bench.progress import Progress
 from bench.run import (RESULTS, PhaseFailed, Placement, driver_argv, measure_ceiling, t0_of,
                        new_run_dir)
+from services import procs
 from services.procs import LaunchError, Supervisor
 from services.stream.settings import StreamSettings
 
@@ -751,8 +751,7 @@ def options_from_args(argv: Sequence[str]) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bench ceiling`` (defaults) or ``python -m bench.ceiling [options]``."""
     opts = options_from_args(argv or [])
-    # SIGTERM unwinds like Ctrl-C: every Supervisor stops its broker, workers and driver by PID
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    procs.sigterm_unwinds()
     try:
         _, summary = run(opts)
     except KeyboardInterrupt:

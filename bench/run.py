@@ -29,6 +29,7 @@ from bench.calibrate import resolve_scenario
 from bench.faults import FaultInjector
 from bench.model_ceiling import ModeCeiling
 from bench.progress import Progress
+from services import procs
 from services.procs import LaunchError, Supervisor, parse_cpus
 
 REPO = metamod.REPO
@@ -346,7 +347,7 @@ def main_run(names: list[str], opts: RunOptions) -> int:
     from loadgen.scenario import load_scenario
 
     scenarios = [load_scenario(n) for n in names]  # validate all before running any
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    procs.sigterm_unwinds()
     failed = 0
     for sc in scenarios:
         try:

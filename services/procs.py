@@ -20,6 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _raise_interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def sigterm_unwinds() -> None:
+    """Make SIGTERM (a CI timeout, ``kill``) end this process like Ctrl-C: the exception unwinds
+    every ``with Supervisor(...)``, which stops the processes it started by PID. Left at its
+    default, SIGTERM ends the process at once and orphans them (they run in sessions of their
+    own, so the signal never reaches them). Main thread only, like every signal handler."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 class LaunchError(RuntimeError):
     """A part of the stack could not be started; the message is one line that says what to do."""
 

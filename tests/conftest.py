@@ -3,7 +3,6 @@ tests' total time against their budget (printed, not enforced: speed is for benc
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -26,17 +25,14 @@ def replay_hint(nodeid: str) -> str:
            f"PYTEST_ARGS='{nodeid}'"
 
 
-def _sigterm_as_ctrl_c(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM (a CI timeout, ``kill``) ends the session like Ctrl-C: the exception unwinds the
     running test, so its Supervisor context managers and the fixtures' finalizers stop every
     process they started, by PID. Left at its default, SIGTERM ends pytest at once and orphans
     them (nginx, uWSGI, the broker) to PID 1."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+        from services.procs import sigterm_unwinds
+        sigterm_unwinds()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
