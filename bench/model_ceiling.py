@@ -15,13 +15,12 @@ measuring parts run the real model, pinned, as services.model.bench does.
 from __future__ import annotations
 
 import gc
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.model.bench import pinned
+from services.model.bench import on_each_cpu, pinned
 
 #: Tries per side (before / after the mode) and seconds per try: ~2 × (3 × 0.5 s + a warm-up
 #: call) per mode, so the yardstick costs a few seconds, not a phase of its own.
@@ -139,42 +138,11 @@ def measure_tries(model: Any, texts: Sequence[str], cpus: Sequence[int], batch: 
     if len(cpus) == 1:
         with pinned(cpus):
             return _tries(model.predict_batch, batches, n, seconds, when)
-    per_core = _forked(lambda: _tries(model.predict_batch, batches, n, seconds, when), cpus,
-                       timeout=60 + 4 * n * seconds)
+    per_core = on_each_cpu(lambda: _tries(model.predict_batch, batches, n, seconds, when),
+                           cpus, timeout=60 + 4 * n * seconds, what="ceiling measurement")
     return [Try(when, sum(c[k].reviews_per_s for c in per_core),
                 sum(c[k].reviews_per_cpu_s for c in per_core),
                 max(c[k].t_epoch for c in per_core)) for k in range(n)]
-
-
-def _forked(fn: Callable[[], list[Try]], cpus: list[int], timeout: float) -> list[list[Try]]:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")  # children inherit the loaded model; nothing is pickled in
-    barrier, out = ctx.Barrier(len(cpus)), ctx.Queue()
-
-    def child(cpu: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cpu})
-            barrier.wait(timeout=60)
-            out.put((cpu, fn(), None))
-        except BaseException as exc:  # report, never hang the parent
-            out.put((cpu, None, f"{type(exc).__name__}: {exc}"))
-
-    procs = [ctx.Process(target=child, args=(c,), daemon=True) for c in cpus]
-    for p in procs:
-        p.start()
-    try:
-        got = [out.get(timeout=timeout) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    errors = [f"cpu {c}: {e}" for c, _, e in got if e]
-    if errors:
-        raise RuntimeError("ceiling measurement failed in a worker: " + "; ".join(errors))
-    return [r for _, r, _ in got]
 
 
 class ModeCeiling:

@@ -97,3 +97,16 @@ def test_make_ceilings_yardstick_is_the_best_try_per_batch_size():
     assert c["best_batch"] in (16, 64)
     assert c["batched_reviews_per_s"] == c["reviews_per_s_by_batch"][str(c["best_batch"])]
     assert c["batch1_reviews_per_s"] == c["reviews_per_s_by_batch"]["1"]
+
+
+def test_on_each_cpu_pins_one_child_per_core_and_reports_a_failing_one():
+    import os
+
+    import pytest
+
+    from services.model.bench import on_each_cpu
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    got = on_each_cpu(lambda: sorted(os.sched_getaffinity(0)), cpus, timeout=30)
+    assert sorted(got) == [[c] for c in cpus]          # each child ran on its own core only
+    with pytest.raises(RuntimeError, match="probe failed in a worker: cpu .*ZeroDivisionError"):
+        on_each_cpu(lambda: 1 / 0, cpus, timeout=30, what="probe")

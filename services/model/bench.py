@@ -13,9 +13,11 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_BATCH_SIZES = (16, 64, 256, 1000)
 
@@ -158,34 +160,42 @@ def measure_ceiling(
 def _forked_rates(
     model: Any, texts: Sequence[str], cpus: list[int], sizes: list[int], seconds: float
 ) -> dict[int, tuple[float, float]]:
+    results = on_each_cpu(lambda: _rates(model, texts, sizes, seconds), cpus,
+                          timeout=120 + seconds * len(sizes) * 2, what="measure_ceiling")
+    return {b: (sum(r[b][0] for r in results), sum(r[b][1] for r in results)) for b in sizes}
+
+
+def on_each_cpu(fn: Callable[[], T], cpus: Sequence[int], *, timeout: float,
+                what: str = "measurement") -> list[T]:
+    """``fn()`` in one forked child per core, each pinned to its core and started together (a
+    barrier), so a multi-core service's ceiling is measured on all its cores at once. Children
+    inherit the loaded model (fork: nothing is pickled in); results come back in no set order.
+    A child that fails is reported, never left hanging."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork")  # children inherit the loaded model; nothing is pickled in
-    barrier = ctx.Barrier(len(cpus))
-    out = ctx.Queue()
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(len(cpus)), ctx.Queue()
 
     def child(cpu: int) -> None:
         try:
             os.sched_setaffinity(0, {cpu})
             barrier.wait(timeout=60)
-            out.put((cpu, _rates(model, texts, sizes, seconds), None))
+            out.put((cpu, fn(), None))
         except BaseException as exc:  # report, never hang the parent
             out.put((cpu, None, f"{type(exc).__name__}: {exc}"))
 
     procs = [ctx.Process(target=child, args=(c,), daemon=True) for c in cpus]
     for p in procs:
         p.start()
-    results = []
     try:
-        for _ in procs:
-            results.append(out.get(timeout=120 + seconds * len(sizes) * 2))
+        got = [out.get(timeout=timeout) for _ in procs]
     finally:
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
                 p.join()
-    errors = [f"cpu {c}: {e}" for c, _, e in results if e]
+    errors = [f"cpu {c}: {e}" for c, _, e in got if e]
     if errors:
-        raise RuntimeError("measure_ceiling failed in a worker: " + "; ".join(errors))
-    return {b: (sum(r[b][0] for _, r, _ in results), sum(r[b][1] for _, r, _ in results)) for b in sizes}
+        raise RuntimeError(f"{what} failed in a worker: " + "; ".join(errors))
+    return [r for _, r, _ in got]
