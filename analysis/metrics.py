@@ -934,13 +934,12 @@ def broker_drift(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
     ok = table[table["outcome"] == "ok"]
     out: dict[str, float] = {}
     for name, start in (("first", window.start), ("last", window.end - third)):
-        end = start + third
-        cpu = cpu_roles[(cpu_roles["t_s"] >= start) & (cpu_roles["t_s"] < end)][role]
-        answered = int(((ok["done_s"] >= start) & (ok["done_s"] < end)).sum())
-        if cpu.empty or answered == 0:
+        got = _cpu_and_answers(cpu_roles, ok, start, start + third, role)
+        if got is None:
             return None
-        out[f"{name}_cpu_ms_per_request"] = float(cpu.mean()) / 100 * third / answered * 1e3
-        out[f"{name}_cpu_percent"] = float(cpu.mean())
+        mean, answered = got
+        out[f"{name}_cpu_ms_per_request"] = mean / 100 * third / answered * 1e3
+        out[f"{name}_cpu_percent"] = mean
     first = out["first_cpu_ms_per_request"]
     out["ratio"] = out["last_cpu_ms_per_request"] / first if first > 0 else float("nan")
     return out
@@ -955,11 +954,20 @@ def broker_cost(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
     """
     if cpu_roles is None or cpu_roles.empty or role not in cpu_roles.columns or table.empty:
         return None
-    cpu = cpu_roles[(cpu_roles["t_s"] >= window.start) & (cpu_roles["t_s"] < window.end)][role]
-    ok = table[table["outcome"] == "ok"]
-    answered = int(((ok["done_s"] >= window.start) & (ok["done_s"] < window.end)).sum())
-    if cpu.empty or answered == 0:
+    got = _cpu_and_answers(cpu_roles, table[table["outcome"] == "ok"], window.start, window.end,
+                           role)
+    if got is None:
         return None
-    mean = float(cpu.mean())
+    mean, answered = got
     return {"cpu_percent": mean, "answered": answered,
             "cpu_ms_per_1k_answered": mean / 100 * window.duration_s / answered * 1e6}
+
+
+def _cpu_and_answers(cpu_roles: pd.DataFrame, ok: pd.DataFrame, start: float, end: float,
+                     role: str) -> tuple[float, int] | None:
+    """(mean CPU % of ``role``, ok answers done) in [start, end); None if either is missing."""
+    cpu = cpu_roles[(cpu_roles["t_s"] >= start) & (cpu_roles["t_s"] < end)][role]
+    answered = int(((ok["done_s"] >= start) & (ok["done_s"] < end)).sum())
+    if cpu.empty or answered == 0:
+        return None
+    return float(cpu.mean()), answered
