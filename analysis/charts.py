@@ -17,12 +17,27 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import metrics as mx
-from .rundir import MODES
 from .summary import RunAnalysis
 
+
+class _ByMode(dict):
+    """A mode's colour or label: the article's pair keep theirs, any other deployment takes the
+    next one of ``spare`` on first sight (so one run's charts always agree)."""
+
+    def __init__(self, known: dict[str, str], spare: list[str] | None = None):
+        super().__init__(known)
+        self._spare = list(spare or [])
+
+    def __missing__(self, name: str) -> str:
+        value = self._spare[len(self) % len(self._spare)] if self._spare else name
+        self[name] = value
+        return value
+
+
 #: One colour per mode, everywhere (Okabe-Ito: readable by colour-blind readers).
-COLORS = {"rest": "#D55E00", "stream": "#0072B2"}
-LABELS = {"rest": "REST", "stream": "stream"}
+COLORS = _ByMode({"rest": "#D55E00", "stream": "#0072B2"},
+                 ["#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"])
+LABELS = _ByMode({"rest": "REST", "stream": "stream"})
 #: One colour per error kind, everywhere.
 KIND_COLORS = dict(zip(
     ["timeout", "refused", "http_5xx", "http_4xx", "bad_response", "produce_error", "no_prediction",
@@ -38,7 +53,7 @@ def _figure(ra: RunAnalysis, title: str, nrows: int = 1, ncols: int = 1, size=(1
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    missing = [LABELS[m] for m in MODES if m not in ra.modes]
+    missing = [LABELS[m] for m in ra.run.missing]
     fig.suptitle(title + (f"  [incomplete: {', '.join(missing)} missing]" if missing else
                           ("" if ra.complete else "  [run incomplete]")), fontsize=12)
     fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
@@ -68,8 +83,8 @@ def _decorate_time(ax, ra: RunAnalysis, faults_label: bool = True, only: str | N
                 ax.axvspan(f.t_s, f.ended_t_s, color=COLORS[name], alpha=0.10, lw=0, zorder=0)
             ax.annotate(fault_label(name, f, recs.get(f.t_s)), (f.t_s, 0.98),
                         xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="top",
-                        ha="right" if name == "rest" else "left", color=COLORS[name],
-                        xytext=(-2 if name == "rest" else 2, 0), textcoords="offset points",
+                        ha="right" if name == ra.baseline else "left", color=COLORS[name],
+                        xytext=(-2 if name == ra.baseline else 2, 0), textcoords="offset points",
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                               "alpha": 0.7})
             seen = True
@@ -217,7 +232,7 @@ def fig_sweep(ra: RunAnalysis) -> Figure | None:
 
 
 def fig_errors(ra: RunAnalysis) -> Figure:
-    names = [n for n in MODES if n in ra.modes] or ["rest"]
+    names = [n for n in ra.order if n in ra.modes] or [ra.baseline]
     fig, axes = _figure(ra, "Errors over time by kind (failed attempts / s, per 1 s)", nrows=len(names),
                         sharex=True, sharey=True, size=(10, 2.6 * len(names) + 0.8))
     for ax, name in zip(axes[:, 0], names):
@@ -314,7 +329,7 @@ _PANEL = [
 
 def fig_summary(ra: RunAnalysis) -> Figure:
     fig, axes = _figure(ra, "Headline metrics (measured window)", nrows=2, ncols=3, size=(11, 6))
-    names = [n for n in MODES if n in ra.modes]
+    names = [n for n in ra.order if n in ra.modes]
     for ax, (key, title, spec) in zip(axes.flat, _PANEL):
         vals = [mx.headline(ra.modes[n].metrics)[key] for n in names]
         heights = [v if v is not None else 0.0 for v in vals]
@@ -322,8 +337,9 @@ def fig_summary(ra: RunAnalysis) -> Figure:
         for b, v in zip(bars, vals):
             ax.annotate("–" if v is None else spec.format(v), (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=9)
-        r = ra.ratios.get(key)
-        ax.set_title(title + (f"\nstream ÷ REST = {r:.2f}×" if r is not None else ""), fontsize=9)
+        shown = [f"{LABELS[n]} ÷ {LABELS[ra.baseline]} = {r:.2f}×" for n in names
+                 if (r := (ra.ratios.get(n) or {}).get(key)) is not None]
+        ax.set_title("\n".join([title, *shown[:2]]), fontsize=9)
         ax.margins(y=0.2)
         ax.grid(True, axis="y", alpha=0.3)
     return fig

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from scipy.stats import mannwhitneyu
 
 from . import repeats as rp
 from .rundir import MODES, load_run
-from .summary import RunAnalysis, analyse, build_summary, dig
+from .summary import (RunAnalysis, analyse, baseline_name, build_summary, dig, mode_names,
+                      summary_ratios)
 
 DEFAULT_ALPHA = 0.01
 
@@ -43,14 +45,18 @@ class MetricSpec:
     threshold: float         # relative change that matters (0.1 = 10 %)
 
 
-def default_specs() -> list[MetricSpec]:
-    specs = [
-        MetricSpec("ratios.successful_throughput", True, True, 0.10),
-        MetricSpec("ratios.reviews_per_s", True, True, 0.10),
-        *(MetricSpec(f"modes.{m}.efficiency", True, True, 0.10) for m in MODES),
-        MetricSpec("ratios.latency_ms.p99", False, False, 0.25),
-    ]
-    for m in MODES:
+def default_specs(modes: Sequence[str] = MODES, baseline: str | None = None) -> list[MetricSpec]:
+    """Each mode's ratios to the baseline and efficiency gate; its absolute figures inform."""
+    modes = list(modes)
+    baseline = baseline or (modes[0] if modes else None)
+    others = [m for m in modes if m != baseline]
+    specs = []
+    for m in others:
+        specs += [MetricSpec(f"ratios.{m}.successful_throughput", True, True, 0.10),
+                  MetricSpec(f"ratios.{m}.reviews_per_s", True, True, 0.10)]
+    specs += [MetricSpec(f"modes.{m}.efficiency", True, True, 0.10) for m in modes]
+    specs += [MetricSpec(f"ratios.{m}.latency_ms.p99", False, False, 0.25) for m in others]
+    for m in modes:
         specs += [
             MetricSpec(f"modes.{m}.successful_throughput", True, False, 0.10),
             MetricSpec(f"modes.{m}.reviews_per_s", True, False, 0.10),
@@ -96,13 +102,16 @@ def window_samples(ra: RunAnalysis) -> dict[str, np.ndarray]:
         per[name] = d
         for k, v in d.items():
             out[f"modes.{name}.{k}"] = v[np.isfinite(v)]
-    if "rest" in per and "stream" in per:
+    base = ra.baseline
+    for name in (n for n in per if n != base and base in per):
         for k in ("successful_throughput", "reviews_per_s", "latency_ms.p99"):
-            r, s = per["rest"][k], per["stream"][k]
+            if k == "successful_throughput" and (ra.ratios.get(name) or {}).get(k) is None:
+                continue            # requests of different sizes: not a ratio of like units
+            r, s = per[base][k], per[name][k]
             n = min(len(r), len(s))
             with np.errstate(divide="ignore", invalid="ignore"):
                 q = s[:n] / r[:n]
-            out[f"ratios.{k}"] = q[~np.isnan(q)]
+            out[f"ratios.{name}.{k}"] = q[~np.isnan(q)]
     return out
 
 
@@ -110,11 +119,11 @@ def load_side(path: str | Path, label: str) -> Side:
     """A run folder (full analysis + samples) or a summary.json (summary only)."""
     p = Path(path)
     if p.is_file():
-        return Side(label, json.loads(p.read_text()), None)
-    has_tables = any((p / m / "requests.parquet").exists() for m in MODES) or \
+        return Side(label, _normalised(json.loads(p.read_text())), None)
+    has_tables = any(p.glob("*/requests.parquet")) or \
         any(p.glob(f"{rp.REPEAT_PREFIX}*/*/requests.parquet"))
     if p.is_dir() and not has_tables and (p / "summary.json").exists():
-        return Side(label, json.loads((p / "summary.json").read_text()), None)
+        return Side(label, _normalised(json.loads((p / "summary.json").read_text())), None)
     ra = analyse(load_run(p))
     return Side(label, build_summary(ra), window_samples(ra))
 
@@ -173,21 +182,27 @@ def _test(b: np.ndarray, h: np.ndarray) -> tuple[float | None, float]:
     return float(mannwhitneyu(b, h, alternative="two-sided").pvalue), float(shift)
 
 
-def block_name(key: str) -> str | None:
+def _normalised(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary written before modes were named (flat stream ÷ rest ratios) in today's shape."""
+    return {**summary, "ratios": summary_ratios(summary), "baseline": baseline_name(summary)}
+
+
+def block_name(key: str, baseline: str = "rest") -> str | None:
     """A compare key's name in the ``repeats`` block: modes.rest.error_rate -> rest.error_rate,
-    ratios.reviews_per_s (stream ÷ rest) -> stream/rest.reviews_per_s."""
+    ratios.stream.reviews_per_s (stream ÷ the baseline) -> stream/<baseline>.reviews_per_s."""
     head, _, rest = key.partition(".")
     if head == "modes":
         return rest
-    if head == "ratios":  # the summary's ratios are stream ÷ rest
-        return f"stream/rest.{rest}"
+    if head == "ratios":
+        mode, _, fig = rest.partition(".")
+        return f"{mode}/{baseline}.{fig}"
     return None
 
 
 def repeat_stat(summary: dict[str, Any], key: str) -> dict[str, Any] | None:
     """The key's entry in a repeated run's ``repeats`` block (None for a single run's windows)."""
     block = summary.get("repeats") or {}
-    name = block_name(key)
+    name = block_name(key, baseline_name(summary))
     if block.get("source") != "repeats" or name is None:
         return None
     st = (block.get("metrics") or {}).get(name)
@@ -260,7 +275,9 @@ def compare(base: Side, head: Side, *, thresholds: dict[str, float] | None = Non
     def matches(key: str, name: str) -> bool:
         return key == name or key.endswith("." + name)
 
-    specs = specs or default_specs()
+    if specs is None:
+        names = list(dict.fromkeys([*mode_names(base.summary), *mode_names(head.summary)]))
+        specs = default_specs(names or MODES, baseline_name(head.summary))
     out: list[MetricSpec] = []
     for s in specs:
         thr = s.threshold

@@ -800,20 +800,41 @@ def headline(m: ModeMetrics) -> dict[str, float | None]:
 
 
 def ratios(rest: ModeMetrics | None, stream: ModeMetrics | None) -> dict[str, float | None]:
-    """stream ÷ rest for every headline metric (None when either side is missing or rest is 0)."""
+    """``stream`` ÷ ``rest`` (any mode ÷ the baseline) for every headline metric: None when
+    either side is missing, the baseline is 0, or (requests/s) the units differ."""
     keys = list(headline(rest or stream).keys()) if (rest or stream) else \
         ["successful_throughput", "reviews_per_s", "latency_ms.p99"]
     if rest is None or stream is None:
         return {k: None for k in keys}
     r, s = headline(rest), headline(stream)
-    return {k: (_div(s[k], r[k]) if s[k] is not None and r[k] is not None else None) for k in keys}
+    out = {k: (_div(s[k], r[k]) if s[k] is not None and r[k] is not None else None) for k in keys}
+    if not same_request_size(rest, stream):
+        # a 1,000-review POST and a one-review event are not the same unit: compare reviews/s
+        out["successful_throughput"] = None
+    return out
+
+
+def reviews_per_request(m: ModeMetrics) -> float | None:
+    """Reviews a successful request carried, on average, in the window."""
+    if not m.successful_throughput or m.reviews_per_s is None:
+        return None
+    return m.reviews_per_s / m.successful_throughput
+
+
+def same_request_size(a: ModeMetrics, b: ModeMetrics, tolerance: float = 0.01) -> bool:
+    """True when the two modes' requests carry the same number of reviews (within 1 %), so
+    their requests per second compare; unknown (nothing answered) counts as the same."""
+    ra, rb = reviews_per_request(a), reviews_per_request(b)
+    if ra is None or rb is None:
+        return True
+    return abs(ra - rb) <= tolerance * max(ra, rb)
 
 
 # --------------------------------------------------------------------------------------------
 # Service CPU (cpu.csv: t_s, process, pid, cpu_percent; 100 = one core busy)
 
 _DRIVER_HINTS = ("driver", "locust", "loadgen", "load-gen")
-_BROKER_HINTS = ("tansu", "broker", "kafka", "redpanda")
+_BROKER_HINTS = ("broker", "kafka", "redpanda")
 
 
 def cpu_role(process: str, role_by_pid: Mapping[int, str] | None = None, pid: int | None = None) -> str:
@@ -922,9 +943,9 @@ def broker_drift(cpu_roles: pd.DataFrame, table: pd.DataFrame, window: Window,
                  role: str = "broker") -> dict[str, float] | None:
     """The broker's CPU per answered request in the first and the last third of the window.
 
-    Why: Tansu's memory storage lists every stored batch of a partition on each fetch that
-    returns data (dynostore.rs ``fetch``), so its cost per request grows with the log, and the
-    stream's latency late in a run carries that cost. A ratio near 1 says the broker kept its
+    Why: a broker whose fetch lists every stored batch of a partition (an in-memory store, the
+    README's broker-drift caveat) costs more per request as its log grows, and the stream's
+    latency late in a run carries that cost. A ratio near 1 says the broker kept its
     cost; well above 1 says the run measured the broker's log as well as the deployment.
     None without broker samples or answers in either third.
     """

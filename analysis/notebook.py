@@ -32,7 +32,7 @@ summary = build_summary(ra)
 display(Markdown(f"**{run.caption}** · {status_line(summary)}"))
 for note in run.notes:
     display(Markdown(f"- {note}"))""", []),
-    ("markdown", "## Headline (stream ÷ rest: above 1 is better for throughput and efficiency, below 1 for latency, errors, CV)", []),
+    ("markdown", "## Headline (each mode ÷ the first: above 1 is better for throughput and efficiency, below 1 for latency, errors, CV)", []),
     ("code", "headline_table(summary)", []),
     ("markdown", "## Latency percentiles, errors by kind, recovery after faults", []),
     ("code", "latency_table(summary)", []),

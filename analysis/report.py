@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from . import charts
-from .rundir import MODES, load_run
+from .rundir import load_run
 from .summary import (RunAnalysis, analyse, broker_lines, caveats, error_table, headline_table,
                       latency_table, load_line, recovery_table, repeats_caption, repeats_table,
                       status_line, sweep_table, workers_lines, write_summary)
@@ -46,7 +46,7 @@ stream's at-least-once delivery; the driver keeps the first answer).</p>
 
 WORKERS_NOTE = ("Each answer names the worker process that served it (<hostname>/<pid>) and the "
                 "driver counts them, so this shows whether a scale-out (docker compose up "
-                "--scale stream=N, or more uWSGI processes) took effect and how evenly the "
+                "--scale stream=N, or more service processes) took effect and how evenly the "
                 "answers were spread, even when the bench only attached to the deployment.")
 
 CSS = """
@@ -159,7 +159,7 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
     if len(sweep):
         parts += ["<h2>Rate steps: maximum sustainable throughput</h2>", _df_html(sweep, "")]
     parts.append("<h2>Modes: windows and settings</h2>")
-    for name in MODES:
+    for name in ra.order:
         ma = ra.modes.get(name)
         if ma is None:
             parts.append(f"<h3 class='{name}'>{name}: missing</h3>")

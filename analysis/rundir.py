@@ -19,7 +19,8 @@ from loadgen import record
 from .metrics import Ceiling, Fault, Window, ceiling_from_meta, faults_from_meta
 from .repeats import REPEAT_PREFIX
 
-#: The modes a complete run has, in display order.
+#: The modes of a run whose meta does not list them (runs made before scenarios named their
+#: deployments): the article's pair.
 MODES = ("rest", "stream")
 
 
@@ -204,20 +205,21 @@ def load_run(path: str | Path) -> Run:
     notes: list[str] = []
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-    elif any((path / m / "requests.parquet").exists() for m in MODES):
+    elif _tables(path):
         meta, notes = {"run_id": path.name, "complete": False}, ["no meta.json: run incomplete"]
     else:
         raise FileNotFoundError(f"{path}: not a run folder (no meta.json, no <mode>/requests.parquet)")
-    if not any((path / m / "requests.parquet").exists() for m in MODES):
+    if not _tables(path):
         repeats = _load_repeats(path, meta, notes)
         if repeats:
             return Run(path=path, meta=meta, modes=repeats[0].modes, missing=repeats[0].missing,
                        notes=notes, repeats=repeats)
     modes: dict[str, ModeData] = {}
     missing: list[str] = []
-    for name in MODES:
+    asked = _scenario_modes(meta)
+    for name in asked:
         data, mode_notes = load_mode(path, meta, name)
-        if data is None and name not in _scenario_modes(meta):
+        if data is None and name not in asked:
             continue                  # not asked for (a stream-only broker fault): not missing
         notes.extend(mode_notes)
         if data is None:
@@ -228,7 +230,20 @@ def load_run(path: str | Path) -> Run:
 
 
 def _scenario_modes(meta: dict) -> tuple[str, ...]:
-    """The modes the run's scenario asked for (every mode when meta does not say)."""
+    """The deployments the run's scenario asked for, in its order (the article's pair when meta
+    does not say)."""
     sc = meta.get("scenario")
     modes = sc.get("modes") if isinstance(sc, dict) else None
     return tuple(modes) if isinstance(modes, list) and modes else MODES
+
+
+def _tables(path: Path) -> list[str]:
+    """Sub-folders holding a request table: the modes a run folder has, by name."""
+    return sorted(p.parent.name for p in path.glob("*/requests.parquet"))
+
+
+def mode_order(meta: dict, present) -> list[str]:
+    """The modes to show, in the scenario's order, then any other present (sorted)."""
+    present = list(present)
+    asked = [m for m in _scenario_modes(meta) if m in present]
+    return asked + sorted(m for m in present if m not in asked)

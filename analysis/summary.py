@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import metrics as mx
 from . import repeats as rp
-from .rundir import MODES, ModeData, Run
+from .rundir import ModeData, Run, mode_order
 from .workers import Workers, workers_from_meta, workers_line
 
 
@@ -37,7 +37,8 @@ class ModeAnalysis:
 class RunAnalysis:
     run: Run
     modes: dict[str, ModeAnalysis]
-    ratios: dict[str, float | None]
+    #: each mode but the baseline -> {headline metric: mode ÷ baseline}
+    ratios: dict[str, dict[str, float | None]]
     #: A repeated run: every repeat's analysis, and which of them ``modes`` shows.
     repeats: list[RunAnalysis] = field(default_factory=list)
     representative: int | None = None
@@ -45,6 +46,16 @@ class RunAnalysis:
     @property
     def complete(self) -> bool:
         return self.run.complete
+
+    @property
+    def order(self) -> list[str]:
+        """Every mode of the run (present or missing), in the scenario's order."""
+        return mode_order(self.run.meta, [*self.modes, *self.run.missing])
+
+    @property
+    def baseline(self) -> str:
+        """The mode every other is compared with: the scenario's first."""
+        return baseline_of(self.run.meta, self.order)
 
 
 def analyse_mode(data: ModeData) -> ModeAnalysis:
@@ -63,8 +74,9 @@ def analyse(run: Run) -> RunAnalysis:
     whose ratio is nearest the repeats' median); every repeat feeds the ``repeats`` block."""
     if run.repeats:
         reps = [analyse(r) for r in run.repeats]
-        first = first_mode(run.meta, MODES)
-        other = next(m for m in MODES if m != first)
+        order = mode_order(run.meta, [*run.repeats[0].modes, *run.repeats[0].missing])
+        first = baseline_of(run.meta, order)
+        other = next((m for m in order if m != first), first)
         k = rp.representative([_figures(r, first).get(rp.ratio_name(other, first)) for r in reps])
         view = dataclasses.replace(run, modes=run.repeats[k].modes, missing=run.repeats[k].missing)
         return RunAnalysis(view, reps[k].modes, reps[k].ratios, repeats=reps, representative=k)
@@ -78,26 +90,34 @@ def analyse(run: Run) -> RunAnalysis:
             ma.steps = mx.step_metrics(ma.data.table, steps, w.warmup_s + w.duration_s,
                                        slo_p99_ms=slo.get("p99_ms"),
                                        max_error_rate=slo.get("max_error_rate"))
-    r, s = modes.get("rest"), modes.get("stream")
-    return RunAnalysis(run, modes, mx.ratios(r.metrics if r else None, s.metrics if s else None))
+    order = mode_order(run.meta, [*modes, *run.missing])
+    first = baseline_of(run.meta, order)
+    base = modes.get(first)
+    ratios = {name: mx.ratios(base.metrics if base else None,
+                              modes[name].metrics if name in modes else None)
+              for name in order if name != first}
+    return RunAnalysis(run, modes, ratios)
 
 
-def first_mode(meta: dict[str, Any], present: Any) -> str:
+def baseline_of(meta: dict[str, Any], present: Any) -> str:
     """The mode every ratio is taken against: the scenario's first, else the first present."""
-    sc = meta.get("scenario") if isinstance(meta.get("scenario"), dict) else {}
-    order = [m for m in (sc.get("modes") or []) if m in MODES] + list(MODES)
-    present = list(present)
-    return next((m for m in order if m in present), order[0])
+    order = mode_order(meta, list(present))
+    return order[0] if order else ""
+
+
+def mode_names(summary: dict[str, Any]) -> list[str]:
+    """The modes of a summary, in its order (the scenario's)."""
+    return list(summary.get("modes") or {})
 
 
 def _figures(ra: RunAnalysis, first: str) -> dict[str, float | None]:
     return rp.figures({n: mx.headline(ma.metrics) for n, ma in ra.modes.items()}, first,
-                      [m for m in MODES if m in ra.modes])
+                      [m for m in ra.order if m in ra.modes])
 
 
 def repeats_block(ra: RunAnalysis) -> rp.RepeatsBlock:
     """Each headline figure over the repeats, or over time windows of the one run."""
-    first = first_mode(ra.run.meta, ra.modes)
+    first = ra.baseline
     if ra.repeats:
         return rp.summarise([_figures(r, first) for r in ra.repeats], source="repeats")
     if not ra.modes:
@@ -105,7 +125,7 @@ def repeats_block(ra: RunAnalysis) -> rp.RepeatsBlock:
     n = min(rp.window_count(ma.data.window.duration_s) for ma in ra.modes.values())
     slices = {name: mx.slice_headlines(ma.data.table, ma.data.window, n)
               for name, ma in ra.modes.items()}
-    present = [m for m in MODES if m in slices]
+    present = [m for m in ra.order if m in slices]
     samples = [rp.figures({m: slices[m][i] for m in present}, first, present) for i in range(n)]
     return rp.summarise(samples, source="windows", windows=n)
 
@@ -207,7 +227,7 @@ def sweep_summary(ma: ModeAnalysis, meta: dict[str, Any]) -> dict[str, Any] | No
 def sweep_table(summary: dict[str, Any]) -> pd.DataFrame:
     """Rate steps of both modes side by side (empty unless the scenario had steps)."""
     rows = []
-    for name in MODES:
+    for name in mode_names(summary):
         sw = ((summary.get("modes") or {}).get(name) or {}).get("sweep")
         for st in (sw or {}).get("steps") or []:
             rows.append({"mode": name, "offered (req/s)": fmt(st["offered_per_s"], "{:,.0f}"),
@@ -227,9 +247,11 @@ def sweep_table(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 def build_summary(ra: RunAnalysis) -> dict[str, Any]:
-    """summary.json: {scenario, complete, modes: {rest: M|null, stream: M|null}, ratios, ...extras}."""
+    """summary.json: {scenario, complete, modes: {<name>: M|null, ...}, baseline, ratios:
+    {<name>: {metric: ratio}}, ...extras}, the modes in the scenario's order."""
     run = ra.run
-    modes = {name: (mode_summary(ra.modes[name]) if name in ra.modes else None) for name in MODES}
+    modes = {name: (mode_summary(ra.modes[name]) if name in ra.modes else None)
+             for name in ra.order}
     for name, ma in ra.modes.items():
         sweep = sweep_summary(ma, run.meta)
         if sweep is not None:
@@ -245,6 +267,7 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
         "scenario": run.scenario_name,
         "complete": run.complete,
         "modes": modes,
+        "baseline": ra.baseline,
         "ratios": ra.ratios,
         # extras
         "run_id": run.run_id,
@@ -323,17 +346,39 @@ def fmt(value: Any, spec: str = "{}") -> str:
         return str(value)
 
 
+def ratio_column(name: str, baseline: str) -> str:
+    return f"{name} ÷ {baseline}"
+
+
+def summary_ratios(summary: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """{mode: {metric: mode ÷ baseline}}; a summary written before modes were named (flat
+    stream ÷ rest ratios) reads as {"stream": {...}}."""
+    r = summary.get("ratios") or {}
+    if r and not all(isinstance(v, dict) or v is None for v in r.values()):
+        return {"stream": dict(r)}
+    return {k: dict(v or {}) for k, v in r.items()}
+
+
+def baseline_name(summary: dict[str, Any]) -> str:
+    names = mode_names(summary)
+    return str(summary.get("baseline") or (names[0] if names else "rest"))
+
+
 def headline_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFrame:
-    """Metric rows × (rest, stream, stream ÷ rest) columns, from a summary dict."""
+    """Metric rows × (each mode, then each mode ÷ the baseline) columns, from a summary dict."""
     modes = summary.get("modes") or {}
+    base = baseline_name(summary)
+    ratios = summary_ratios(summary)
     rows = []
     for label, path, spec in HEADLINE_ROWS:
         row: dict[str, Any] = {"metric": label}
-        for name in MODES:
+        for name in mode_names(summary):
             v = dig(modes.get(name), path)
             row[name] = fmt(v, spec) if formatted else v
-        ratio = (summary.get("ratios") or {}).get(path) if path in _RATIO_KEYS else None
-        row["stream ÷ rest"] = (fmt(ratio, "{:.2f}×") if formatted else ratio) if path in _RATIO_KEYS else ""
+        for name in (n for n in mode_names(summary) if n != base):
+            ratio = (ratios.get(name) or {}).get(path) if path in _RATIO_KEYS else None
+            row[ratio_column(name, base)] = ((fmt(ratio, "{:.2f}×") if formatted else ratio)
+                                             if path in _RATIO_KEYS else "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
 
@@ -393,9 +438,9 @@ def repeats_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFra
 def error_table(summary: dict[str, Any]) -> pd.DataFrame:
     """Failed attempts by error kind (rows) per mode (columns)."""
     modes = summary.get("modes") or {}
-    data = {name: (modes.get(name) or {}).get("error_kinds") or {} for name in MODES}
+    data = {name: (modes.get(name) or {}).get("error_kinds") or {} for name in modes}
     kinds = sorted({k for v in data.values() for k in v})
-    return pd.DataFrame({name: [data[name].get(k, 0) for k in kinds] for name in MODES},
+    return pd.DataFrame({name: [data[name].get(k, 0) for k in kinds] for name in modes},
                         index=pd.Index(kinds, name="error kind (attempts)"))
 
 
@@ -403,7 +448,7 @@ def latency_table(summary: dict[str, Any]) -> pd.DataFrame:
     """Open-loop and service latency percentiles (ms) per mode."""
     modes = summary.get("modes") or {}
     cols = {}
-    for name in MODES:
+    for name in mode_names(summary):
         m = modes.get(name) or {}
         for view, key in (("open loop", "latency_ms"), ("service", "service_latency_ms")):
             cols[f"{name} · {view}"] = {p: fmt(v, "{:,.2f}") for p, v in (m.get(key) or {}).items()}
@@ -414,7 +459,7 @@ def recovery_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per injected fault and mode: when, what, time to recover, requests around it
     lost / retried / duplicated (from ``faults``; older summaries only have ``recoveries``)."""
     rows = []
-    for name in MODES:
+    for name in mode_names(summary):
         m = (summary.get("modes") or {}).get(name) or {}
         for r in m.get("faults") or m.get("recoveries") or []:
             row = {"mode": name, "fault at (s)": fmt(r["t_s"], "{:,.1f}"), "kind": r["kind"],
@@ -451,7 +496,7 @@ def load_line(summary: dict[str, Any]) -> str | None:
 def broker_lines(summary: dict[str, Any]) -> list[str]:
     """Per mode that ran on a broker: which one, and its CPU per 1,000 answered requests."""
     out = []
-    for name in MODES:
+    for name in mode_names(summary):
         mode = (summary.get("modes") or {}).get(name) or {}
         b, cost = mode.get("broker") or {}, mode.get("broker_cost")
         if not b or not cost:
@@ -465,7 +510,7 @@ def broker_lines(summary: dict[str, Any]) -> list[str]:
 def workers_lines(summary: dict[str, Any]) -> list[str]:
     """Per mode that ran: how many workers answered vs were configured, and the answer spread."""
     modes = summary.get("modes") or {}
-    return [workers_line(name, modes[name].get("workers")) for name in MODES if modes.get(name)]
+    return [workers_line(name, modes[name].get("workers")) for name in modes if modes.get(name)]
 
 
 #: Broker CPU per answered request, last third of the window ÷ first third, from which the
@@ -476,16 +521,14 @@ BROKER_DRIFT_WARN = 1.5
 def caveats(summary: dict[str, Any]) -> list[str]:
     """What a reader must know before trusting a figure, from the summary alone."""
     out: list[str] = []
-    for name in MODES:
+    for name in mode_names(summary):
         mode = (summary.get("modes") or {}).get(name) or {}
         broker = (mode.get("broker") or {}).get("name") or "the broker"
         d = mode.get("broker_drift")
         if not d or not d.get("ratio") or d["ratio"] < BROKER_DRIFT_WARN:
             continue
-        why = ("its memory storage lists a partition's stored batches on every fetch that "
-               "returns data, so it costs more the longer a run is (Apache Kafka, "
-               "TARGET=compose, indexes its log); late latencies include that cost"
-               if "tansu" in str(broker).lower() else "the broker, not the deployment, drifted")
+        why = ("the broker, not the deployment, drifted (a broker whose fetch cost grows with "
+               "its log costs more the longer a run is); late latencies include that cost")
         out.append(f"{name}: {broker}'s CPU per answered request grew {d['ratio']:.1f}x from the "
                    f"first to the last third of the window ({d['first_cpu_percent']:.0f}% -> "
                    f"{d['last_cpu_percent']:.0f}% of a core): {why}.")
@@ -496,7 +539,7 @@ def ceiling_caveats(summary: dict[str, Any]) -> list[str]:
     """A mode whose reviews/s is above its measured ceiling: beyond the ceiling's own noise the
     efficiency is not a fraction of anything; within it, it reads as "at the model's speed"."""
     out = []
-    for name in MODES:
+    for name in mode_names(summary):
         m = (summary.get("modes") or {}).get(name) or {}
         check, c = m.get("ceiling_check"), m.get("ceiling_reviews_per_s")
         if check not in ("above", "within_noise") or not c:
@@ -520,7 +563,7 @@ def ceiling_caveats(summary: dict[str, Any]) -> list[str]:
 def yardstick_lines(summary: dict[str, Any]) -> list[str]:
     """Per mode that ran: its ceiling (best try, batch, noise) and others' load on its cores."""
     out = []
-    for name in MODES:
+    for name in mode_names(summary):
         m = (summary.get("modes") or {}).get(name)
         if not m:
             continue
@@ -540,7 +583,7 @@ def core_noise_caveats(summary: dict[str, Any]) -> list[str]:
     """A mode whose service cores lost more than CORE_NOISE_WARN % each to steal or to
     processes other than the service's over the window."""
     out = []
-    for name in MODES:
+    for name in mode_names(summary):
         n = ((summary.get("modes") or {}).get(name) or {}).get("core_noise") or {}
         if not n.get("noisy"):
             continue
@@ -577,12 +620,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     load = load_line(summary)
     if load:
         lines += [f"Load: {load}.", ""]
-    lines += [
-        "| metric | rest | stream | stream ÷ rest |",
-        "|---|---:|---:|---:|",
-    ]
+    cols = list(t.columns)
+    lines += ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for label, row in t.iterrows():
-        lines.append(f"| {label} | {row['rest']} | {row['stream']} | {row['stream ÷ rest']} |")
+        lines.append(f"| {label} | " + " | ".join(str(row[c]) for c in cols) + " |")
     reps = repeats_table(summary)
     if len(reps):
         cols = list(reps.columns)

@@ -47,7 +47,10 @@ def calibration_doc(sc) -> dict:
 
 def reference_timeout_s(sc) -> float:
     """The deadline of the reference mode's clients: what the queueing must fill."""
-    return sc.client.stream_deadline_s if sc.calibration.mode == "stream" else sc.client.timeout_s
+    from services import registry
+
+    driver = registry.impl(sc.calibration.mode).driver
+    return sc.client.stream_deadline_s if driver == "stream" else sc.client.timeout_s
 
 
 def calibrate(sc, run_dir: Path, opts, progress, run_id: str) -> tuple[rel.Capacity, dict]:

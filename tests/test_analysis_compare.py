@@ -39,7 +39,7 @@ def test_identical_runs_pass(runs):
 def test_thirty_percent_lower_throughput_fails(runs):
     code, text, cmp = run_compare(runs["base"], runs["slow"])
     assert code == 1 and "RESULT: REGRESSION" in text
-    row = next(r for r in cmp.rows if r.key == "ratios.successful_throughput")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.successful_throughput")
     assert row.verdict == "REGRESSION" and row.change < -0.2 and row.p_value < 1e-6
     info = next(r for r in cmp.rows if r.key == "modes.stream.successful_throughput")
     assert not info.gate and info.verdict == "worse"      # shown, but informational
@@ -104,7 +104,7 @@ def test_gate_option_and_not_significant():
 def test_cli_exit_codes(runs):
     py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     cmd = [py, "-m", "analysis", "compare", str(runs["base"]), str(runs["slow"]),
-           "--threshold", "ratios.successful_throughput=0.1", "--markdown"]
+           "--threshold", "ratios.stream.successful_throughput=0.1", "--markdown"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr
     assert "| metric | base | head | change % | p-value | verdict |" in p.stdout

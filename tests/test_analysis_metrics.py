@@ -311,7 +311,7 @@ def test_ratios_stream_over_rest():
 def test_cpu_roles_and_window_mean():
     cpu = pd.DataFrame({
         "t_s": [0, 0, 0, 0, 5, 5, 5, 5],
-        "process": ["nginx", "uwsgi", "locust-driver", "tansu"] * 2,
+        "process": ["nginx", "uwsgi", "locust-driver", "kafka"] * 2,
         "pid": [1, 2, 3, 4] * 2,
         "cpu_percent": [10, 60, 30, 20, 20, 80, 30, 10],
     })
@@ -384,7 +384,7 @@ def test_caveats_name_the_broker_and_stay_quiet_below_the_threshold():
                               "broker_drift": drift}}}
     (line,) = caveats(s)
     assert line.startswith("stream: tansu's CPU per answered request grew 2.4x")
-    assert "memory storage" in line and "25% -> 60%" in line
+    assert "the broker, not the deployment" in line and "25% -> 60%" in line
     assert "Caveats:" in summary_markdown({**s, "scenario": "x", "ratios": {}})
     s["modes"]["stream"]["broker"] = {"name": "kafka"}
     assert "memory storage" not in caveats(s)[0]

@@ -40,9 +40,10 @@ def test_summary_json_follows_the_contract(run_dir):
         assert CONTRACT_M <= set(m)
         assert {"p50", "p90", "p99", "max"} <= set(m["latency_ms"])
         assert m["sent"] == m["ok"] + m["failed"]
-    assert {"successful_throughput", "reviews_per_s", "latency_ms.p99"} <= set(s["ratios"])
+    assert s["baseline"] == "rest" and set(s["ratios"]) == {"stream"}
+    assert {"successful_throughput", "reviews_per_s", "latency_ms.p99"} <= set(s["ratios"]["stream"])
     rest, stream = s["modes"]["rest"], s["modes"]["stream"]
-    assert s["ratios"]["successful_throughput"] == pytest.approx(
+    assert s["ratios"]["stream"]["successful_throughput"] == pytest.approx(
         stream["successful_throughput"] / rest["successful_throughput"])
     # the fixture's story: REST times out and retries after 60 s, the stream does not
     assert rest["error_kinds"].get("timeout", 0) > 0 and rest["retry_amplification"] > 1
@@ -99,7 +100,7 @@ def test_missing_mode_is_reported_and_flagged(run_dir, tmp_path):
     s = json.loads(files.summary_json.read_text())
     assert s["complete"] is False and s["missing_modes"] == ["stream"]
     assert s["modes"]["stream"] is None and s["modes"]["rest"]["ok"] > 0
-    assert s["ratios"]["successful_throughput"] is None
+    assert s["ratios"]["stream"]["successful_throughput"] is None
     html = files.report.read_text()
     assert "INCOMPLETE" in html and "missing: stream" in html
     assert "INCOMPLETE (missing: stream)" in files.summary_md.read_text()
@@ -135,7 +136,7 @@ def test_degenerate_run_still_reports(tmp_path):
     s = files.summary
     assert s["modes"]["rest"]["ok"] == 0 and s["modes"]["rest"]["error_rate"] == 1.0
     assert s["modes"]["stream"]["sent"] == 0 and s["modes"]["stream"]["latency_ms"]["p99"] is None
-    assert s["ratios"]["successful_throughput"] is None
+    assert s["ratios"]["stream"]["successful_throughput"] is None
     assert "latency" in files.charts and files.report.stat().st_size > 10_000
 
 

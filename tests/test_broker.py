@@ -134,11 +134,11 @@ def test_pinned_broker(tmp_path, kind):
 
 @pytest.mark.stack
 def test_broker_drift_probe_accounts_for_every_message(tmp_path, capsys):
-    """``python -m bench.broker_drift`` (the README's evidence for answer_partitions): a short
+    """``python -m services.broker_drift`` (the README's evidence for answer_partitions): a short
     run on the default embedded broker receives every message it sent and prints one row per 10 s."""
     import os
 
-    from bench import broker_drift
+    from services import broker_drift
 
     cpus = os.sched_getaffinity(0)
     assert broker_drift.main(["--seconds", "10", "--rate", "50", "--partitions", "2",

@@ -195,7 +195,7 @@ def test_compare_uses_repeats_and_says_when_they_are_too_few(tmp_path):
     base = make_repeated(tmp_path / "base", [0, 1], duration_s=20)
     head = make_repeated(tmp_path / "head", [2, 3], duration_s=20, stream_scale=0.6)
     code, text, cmp = run_compare(base, head)
-    row = next(r for r in cmp.rows if r.key == "ratios.reviews_per_s")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.samples == "2 vs 2 repeats" and row.p_value is None
     assert row.verdict == "REGRESSION (intervals)" and code == 1
     assert "fewer than 7 repeats a side" in text and "asv" in text
@@ -210,12 +210,12 @@ def test_compare_tests_seven_repeats_a_side(tmp_path):
     head = make_repeated(tmp_path / "head", list(range(10, 17)), stream_scale=0.7, **kw)
     same = make_repeated(tmp_path / "same", list(range(20, 27)), **kw)
     code, text, cmp = run_compare(base, head)
-    row = next(r for r in cmp.rows if r.key == "ratios.reviews_per_s")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.samples == "7 vs 7 repeats" and row.p_value < rp.REPEATS_ALPHA
     assert row.verdict == "REGRESSION" and code == 1
     assert "fewer than 7" not in text
     code, text, cmp = run_compare(base, same)
-    row = next(r for r in cmp.rows if r.key == "ratios.reviews_per_s")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.p_value is not None and row.verdict in ("unchanged", "worse, not significant",
                                                        "better, not significant")
 
@@ -226,7 +226,7 @@ def test_compare_a_summary_json_with_repeats_still_tests(tmp_path):
     only = tmp_path / "summary.json"
     only.write_text(json.dumps(_summary(base)))
     _, _, cmp = run_compare(only, head)
-    row = next(r for r in cmp.rows if r.key == "ratios.reviews_per_s")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.samples == "2 vs 2 repeats" and row.verdict == "REGRESSION (intervals)"
 
 
@@ -234,6 +234,6 @@ def test_compare_a_repeated_run_with_a_single_one_uses_windows(tmp_path):
     base = make_repeated(tmp_path / "base", [0, 1], duration_s=20)
     head = make_run(tmp_path / "head", seed=5, duration_s=20)
     _, text, cmp = run_compare(base, head)
-    row = next(r for r in cmp.rows if r.key == "ratios.reviews_per_s")
+    row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.samples.endswith("windows")
     assert "only BASE is a repeated run" in text

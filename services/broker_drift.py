@@ -1,4 +1,4 @@
-"""Does the embedded broker's cost per message grow with its log?  ``python -m bench.broker_drift``
+"""Does the embedded broker's cost per message grow with its log?  ``python -m services.broker_drift``
 
 One producer sends timestamped messages at a constant rate to a fresh topic on a fresh Tansu and
 one consumer reads them back (both librdkafka, small fetch wait as the harness uses); every 10 s
@@ -92,7 +92,7 @@ def _measure(rate: float, seconds: float, partitions: int, fetch_wait_ms: int, l
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.broker_drift", description=__doc__.split(
+    ap = argparse.ArgumentParser(prog="python -m services.broker_drift", description=__doc__.split(
         "\n")[0])
     ap.add_argument("--rate", type=float, default=100.0, help="messages per second (100)")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
