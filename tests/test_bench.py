@@ -59,7 +59,9 @@ def test_smoke_runs_both_modes_end_to_end(tmp_path):
                     "efficiency"):
             assert isinstance(m[key], (int, float)), (mode, key)
         assert set(m["latency_ms"]) >= {"p50", "p90", "p99", "max"}
-    assert set(summary["ratios"]) >= {"successful_throughput", "reviews_per_s", "latency_ms.p99"}
+    assert summary["baseline"] == "rest" and set(summary["ratios"]) == {"stream"}
+    assert set(summary["ratios"]["stream"]) >= {"successful_throughput", "reviews_per_s",
+                                                "latency_ms.p99"}
     # the run records where things ran and, per mode, the ceiling it was measured against:
     # tries right before and right after it, at its batch size, and others' load on its cores
     assert meta["complete"] is True
