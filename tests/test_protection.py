@@ -71,11 +71,13 @@ def test_bad_shedding_settings_are_rejected(bad):
 
 def test_the_preset_follows_workers_service_time_and_timeout():
     one = protected_preset(RestSettings(processes=1))
-    # 1 worker x half of 5 s / 0.15 s per 1,000-review POST
-    assert one == {"limit_conn_total": 16, "listen": 16, "shed_status": 503}
-    assert SEED_SERVICE_TIME_S == 0.15
-    assert protected_preset(RestSettings(processes=2))["limit_conn_total"] == 33
-    assert protected_preset(RestSettings(processes=1), timeout_s=10)["limit_conn_total"] == 33
+    # 1 worker x half of 5 s / 0.25 s per 1,000-review POST
+    assert one == {"limit_conn_total": 10, "listen": 10, "shed_status": 503}
+    assert SEED_SERVICE_TIME_S == 0.25
+    assert protected_preset(RestSettings(processes=2))["limit_conn_total"] == 20
+    assert protected_preset(RestSettings(processes=1), timeout_s=10)["limit_conn_total"] == 20
+    assert protected_preset(RestSettings(processes=1), service_time_s=0.15)[
+        "limit_conn_total"] == 16
     # never below every worker busy plus one waiting
     assert protected_preset(RestSettings(processes=3), service_time_s=60)["limit_conn_total"] == 4
     assert protected_preset(cpus=[0]) == one              # the bench's placement: 1 core
