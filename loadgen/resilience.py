@@ -132,7 +132,7 @@ class CircuitBreaker:
 
     def counts(self) -> dict:
         return {"state": self.state, "opens": self.opens, "closes": self.closes,
-                "short_circuited": self.short_circuited, "half_open_probes": self.probes}
+                "short_circuited": self.short_circuited, "probes": self.probes}
 
 
 class RetryBudget:

@@ -252,7 +252,8 @@ def test_a_retry_after_a_refused_attempt_costs_no_budget():
     assert not g.may_retry("timeout")
     d = g.describe()
     assert d["breaker"]["opens"] == 1 and d["breaker"]["short_circuited"] == 1
-    assert d["breaker"]["cooldown_s"] == 60
+    assert d["breaker"]["cooldown_s"] == 60 and d["breaker"]["half_open_probes"] == 1
+    assert d["breaker"]["probes"] == 0                # counts never hide a setting
     assert d["retry_budget"]["retries_allowed"] == 1 and d["retry_budget"]["retries_denied"] == 1
 
 
