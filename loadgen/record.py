@@ -37,6 +37,7 @@ ERROR_KINDS = (
     "no_prediction",      # stream: produced, acknowledged, but no prediction before deadline+drain
     "in_flight",          # still pending when the driver stopped
     "generator_saturated",  # the driver could not send it at its intended time (open loop)
+    "circuit_open",       # REST: the client's circuit breaker refused it; never sent
     "retries_exhausted",  # not a row kind by itself; reserved for summaries
 )
 

@@ -44,6 +44,7 @@ from locust.exception import StopUser
 from loadgen import ledger as L
 from loadgen import record, workers
 from loadgen.payloads import Payloads, check_rest_answer, load_texts
+from loadgen.resilience import CIRCUIT_OPEN, ClientGuard
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
 from loadgen.schedule import (
     backoff_s,
@@ -53,7 +54,7 @@ from loadgen.schedule import (
     plan_open,
 )
 
-RETRYABLE = frozenset({"timeout", "refused", "http_5xx"})
+RETRYABLE = frozenset({"timeout", "refused", "http_5xx", CIRCUIT_OPEN})
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -80,6 +81,7 @@ class RestRun:
         self.B = scenario.workload.batch_size
         self.T = scenario.client.timeout_s
         self.retry = scenario.client.retry
+        self.guard = ClientGuard.for_scenario(scenario)   # breaker + retry budget, if any
         tm = scenario.timing
         self.horizon = tm.horizon_s
         self.end_s = tm.end_s
@@ -225,15 +227,23 @@ class RestRun:
         self.ledger.open_request()
         ok = False
         try:
+            self.guard.on_request()
             body = self.payloads.rest_body(n)
             attempt, due = 1, intended
             while True:
                 row = self.ledger.attempt(rid, attempt, self.B, intended, due)
-                kind = self._attempt(row, n, body)
+                ticket = self.guard.admit()
+                if ticket is None:      # the breaker is open: failed at once, never sent
+                    kind = row.error_kind = CIRCUIT_OPEN
+                    row.done_s = self.rel()
+                else:
+                    kind = self._attempt(row, n, body)
+                    self.guard.done(ticket, kind)
                 if kind is None:
                     ok = True
                     break
-                if kind not in RETRYABLE or not may_retry(self.retry, attempt):
+                if kind not in RETRYABLE or not may_retry(self.retry, attempt) \
+                        or not self.guard.may_retry(kind):
                     break
                 u = 1.0 - random.Random(f"{self.run_id}:{n}:{attempt}").random()
                 due = row.done_s + backoff_s(self.retry, attempt, u)
@@ -468,6 +478,7 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         "cap_waits": run.cap_waits, "generator_saturated": run.saturated,
         "connections": {"created": run.sessions_created, "discarded": run.sessions_discarded},
         "error_detail": dict(run.error_detail),
+        "protection": run.guard.describe(),
         "locust": xcheck,
         "cpu": cpu.summary(),
         "payload": payloads.describe(),

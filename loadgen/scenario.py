@@ -196,10 +196,38 @@ class Client:
     timeout_s: float = 5.0
     retry: Retry = field(default_factory=Retry)
     stream_timeout_s: float | None = None
+    protection: Protection = field(default_factory=lambda: Protection())
 
     @property
     def stream_deadline_s(self) -> float:
         return self.stream_timeout_s if self.stream_timeout_s is not None else self.timeout_s
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """A circuit breaker shared by the REST driver's clients (loadgen/resilience.py)."""
+    window: int = 20                # the last N attempts the failure ratio is taken over
+    min_attempts: int = 10          # no verdict on the ratio before this many in the window
+    failure_ratio: float = 0.5      # opens when failed / attempts in the window >= this
+    consecutive_failures: int = 0   # opens after this many failures in a row; 0 = off
+    cooldown_s: float = 5.0         # open (every attempt short-circuited) this long
+    half_open_probes: int = 1       # then this many trial attempts; all ok = closed again
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """A retry budget (Finagle's RetryBudget defaults): retries in the last ``ttl_s`` may be
+    ``percent`` of the requests in it, plus ``min_retries_per_s`` x ``ttl_s`` always."""
+    percent: float = 20.0
+    ttl_s: float = 10.0
+    min_retries_per_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Protection:
+    """``client.protection``: REST client protections, each off (None) unless given."""
+    breaker: BreakerSettings | None = None
+    retry_budget: BudgetSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -522,8 +550,48 @@ def _timing(ctx: _Ctx, v: Any) -> Timing:
     )
 
 
+def _protection(ctx: _Ctx, v: Any) -> Protection:
+    """``client.protection: {breaker: {...}, retry_budget: {...}}``; each sub-block is off when
+    absent, null or false, and takes its defaults when true or {}."""
+    p = "client.protection"
+    d = _mapping(ctx, v, p, ("breaker", "retry_budget"))
+
+    def block(key: str, valid: tuple[str, ...]) -> dict | None:
+        raw = d.get(key)
+        if raw is None or raw is False:
+            return None
+        return _mapping(ctx, {} if raw is True else raw, f"{p}.{key}", valid)
+
+    breaker = budget = None
+    b = block("breaker", tuple(BreakerSettings.__dataclass_fields__))
+    if b is not None:
+        q, base = f"{p}.breaker", BreakerSettings()
+        window = _num(ctx, b, "window", q, base.window, lo=1, hi=100_000, integer=True)
+        breaker = BreakerSettings(
+            window=window,
+            min_attempts=_num(ctx, b, "min_attempts", q, min(base.min_attempts, window), lo=1,
+                              hi=window, integer=True),
+            failure_ratio=_num(ctx, b, "failure_ratio", q, base.failure_ratio, lo=0,
+                               lo_open=True, hi=1),
+            consecutive_failures=_num(ctx, b, "consecutive_failures", q,
+                                      base.consecutive_failures, lo=0, hi=100_000, integer=True),
+            cooldown_s=_num(ctx, b, "cooldown_s", q, base.cooldown_s, lo=0, lo_open=True,
+                            hi=3600),
+            half_open_probes=_num(ctx, b, "half_open_probes", q, base.half_open_probes, lo=1,
+                                  hi=10_000, integer=True))
+    r = block("retry_budget", tuple(BudgetSettings.__dataclass_fields__))
+    if r is not None:
+        q, base = f"{p}.retry_budget", BudgetSettings()
+        budget = BudgetSettings(
+            percent=_num(ctx, r, "percent", q, base.percent, lo=0, hi=1000),
+            ttl_s=_num(ctx, r, "ttl_s", q, base.ttl_s, lo=1, hi=3600),
+            min_retries_per_s=_num(ctx, r, "min_retries_per_s", q, base.min_retries_per_s,
+                                   lo=0, hi=MAX_RATE))
+    return Protection(breaker=breaker, retry_budget=budget)
+
+
 def _client(ctx: _Ctx, v: Any) -> Client:
-    d = _mapping(ctx, v, "client", ("timeout_s", "stream_timeout_s", "retry"))
+    d = _mapping(ctx, v, "client", ("timeout_s", "stream_timeout_s", "retry", "protection"))
     timeout = _num(ctx, d, "timeout_s", "client", Client().timeout_s, lo=0, lo_open=True,
                    hi=3600)
     stream_timeout = _num(ctx, d, "stream_timeout_s", "client", None, lo=0, lo_open=True,
@@ -548,7 +616,8 @@ def _client(ctx: _Ctx, v: Any) -> Client:
         raise ctx.err(f"{p}.cap_s", f"must be >= backoff_s ({backoff:g}); got {cap:g}")
     return Client(timeout_s=timeout, stream_timeout_s=stream_timeout,
                   retry=Retry(policy=policy, max_attempts=attempts, backoff_s=backoff, cap_s=cap,
-                              jitter=jitter))
+                              jitter=jitter),
+                  protection=_protection(ctx, d.get("protection")))
 
 
 def _slo(ctx: _Ctx, v: Any) -> Slo:

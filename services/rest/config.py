@@ -167,6 +167,8 @@ def render_nginx_conf(s: RestSettings, *, port: int, upstream: str, run_dir: Pat
                           for code in NGINX_ERRORS)
     error_locs = ""
     for code, msg in NGINX_ERRORS.items():
+        if s.sheds and code == s.shed_status:
+            msg = shed_message(s)
         body = orjson.dumps({"error": msg.format(limit=limit, read_timeout=s.read_timeout_s,
                                                  limit_conn=s.limit_conn_per_ip)})
         status = 400 if code == 494 else code
@@ -178,11 +180,25 @@ def render_nginx_conf(s: RestSettings, *, port: int, upstream: str, run_dir: Pat
     access = f"access_log {run_dir / 'nginx-access.log'};" if s.access_log else "access_log off;"
     # requests in progress per client address; the zone (1 MB: ~16,000 addresses) is shared by
     # the workers. Off at 0. See RestSettings for why the default admits the bench's own load.
-    limit_zone = limit_conn = ""
+    # Shedding: limits for the whole server, keyed on $server_name (one key: the bench's load
+    # comes from one address). nginx has one limit_conn_status per location, so with the total
+    # limit on, the per-address limit answers shed_status too.
+    limit_zone, limits = "", []
     if s.limit_conn_per_ip:
-        limit_zone = "    limit_conn_zone $binary_remote_addr zone=rvs_per_ip:1m;\n"
-        limit_conn = (f"        limit_conn rvs_per_ip {s.limit_conn_per_ip};\n"
-                      f"        limit_conn_status 429;\n")
+        limit_zone += "    limit_conn_zone $binary_remote_addr zone=rvs_per_ip:1m;\n"
+        limits.append(f"limit_conn rvs_per_ip {s.limit_conn_per_ip};")
+    if s.limit_conn_total:
+        limit_zone += "    limit_conn_zone $server_name zone=rvs_total:1m;\n"
+        limits.append(f"limit_conn rvs_total {s.limit_conn_total};")
+    if s.limit_conn_per_ip or s.limit_conn_total:
+        limits.append(f"limit_conn_status {s.shed_status if s.limit_conn_total else 429};")
+    if s.limit_req_rate:
+        limit_zone += (f"    limit_req_zone $server_name zone=rvs_rate:1m "
+                       f"rate={s.limit_req_rate}r/s;\n")
+        nodelay = " nodelay" if s.limit_req_nodelay else ""
+        limits += [f"limit_req zone=rvs_rate burst={s.limit_req_burst}{nodelay};",
+                   f"limit_req_status {s.shed_status};"]
+    limit_conn = "".join(f"        {line}\n" for line in limits)
     return f"""# rendered by services/rest/config.py from RestSettings; do not edit
 {user_line}daemon off;
 master_process on;
@@ -243,6 +259,20 @@ http {{
 {error_locs}    }}
 }}
 """
+
+
+def shed_message(s: RestSettings) -> str:
+    """The JSON error of a shed request: which limits can have shed it."""
+    limits = []
+    if s.limit_conn_total:
+        limits.append(f"{s.limit_conn_total} requests in progress (limit_conn_total)")
+    if s.limit_req_rate:
+        limits.append(f"{s.limit_req_rate} requests/s with a burst of {s.limit_req_burst} "
+                      f"(limit_req_rate)")
+    if s.limit_conn_per_ip and (s.limit_conn_total or s.shed_status == 429):
+        limits.append(f"{s.limit_conn_per_ip} in progress from one address (limit_conn_per_ip)")
+    return ("shed at once: the service is at its limit of " + " or ".join(limits)
+            + "; try again later")
 
 
 def _group_name(gid: int) -> str:

@@ -55,6 +55,28 @@ Limits against hostile clients (nginx holds them; tests/test_hostile.py attacks 
   connections for others: a proxied request holds two nginx connections (client, upstream), so
   ``2 * limit_conn_per_ip < worker_connections``; hence ``worker_connections=8192`` (was 4096;
   a preallocated array, no measurable cost). 0 turns the limit off.
+
+Shedding, off by default (``rest`` queues as the article's deployment did; :func:`protected_preset`
+turns it on for a "protected" deployment). Past capacity a queue only makes every answer later,
+until clients time out and retry work that uWSGI still computes; answering the excess at once
+with a 503 keeps the admitted requests within their deadline:
+
+- ``limit_conn_total=0``: requests in progress in the whole server (nginx ``limit_conn`` on a
+  zone keyed on ``$server_name``, one key: all the load comes from one address, so a
+  per-address limit cannot do this). Over it nginx answers ``shed_status`` itself, in about a
+  millisecond, without reading the body into uWSGI. 0 = off.
+- ``limit_req_rate=0`` (requests/s), ``limit_req_burst=0``, ``limit_req_nodelay=True``: a rate
+  limit on the same key (nginx ``limit_req``): up to ``burst`` requests above the rate are
+  admitted at once (nodelay) instead of being delayed, the rest shed. Not in the preset: a
+  request of 1,000 reviews costs 1,000x one of 1 review, so no single rate fits both, while a
+  concurrency limit follows the service time by itself.
+- ``shed_status=503`` (or 429): what a shed request gets. The driver retries a 503 (a 5xx) and
+  not a 429 (a 4xx), so this choice is also whether a shed request is retried. nginx keeps one
+  ``limit_conn_status`` per location, so with ``limit_conn_total`` on, the per-address limit
+  answers ``shed_status`` too.
+- ``listen`` (above) is the second guard: nginx stops counting a request whose client gave up,
+  but its connection may still wait in uWSGI's backlog and be computed; a backlog of
+  ``limit_conn_total`` bounds that leftover work, and a full one is an immediate 502.
 """
 
 from __future__ import annotations
@@ -134,6 +156,12 @@ class RestSettings:
     large_client_header_buffers: int = 4    # number of large header buffers...
     large_client_header_buffer_size: str = "2k"  # ...and each one's size (= longest header line)
     limit_conn_per_ip: int = 2048           # requests in progress per client address; 0 = off
+    # -- nginx: shedding past capacity (off by default; see protected_preset) ----------------
+    limit_conn_total: int = 0               # requests in progress in the whole server; 0 = off
+    limit_req_rate: int = 0                 # requests/s for the whole server; 0 = off
+    limit_req_burst: int = 0                # admitted above the rate...
+    limit_req_nodelay: bool = True          # ...at once (true) or delayed to the rate (false)
+    shed_status: int = 503                  # answer to a shed request: 503 or 429
     # -- application -------------------------------------------------------------------------
     max_batch: int = 2000                   # instances per POST; more -> 400
     max_text_chars: int = 100_000           # characters per review; more -> 400
@@ -200,9 +228,10 @@ class RestSettings:
                      "upstream_keepalive", "client_keepalive_timeout_s",
                      "client_keepalive_requests", "max_batch", "max_text_chars", "max_id_chars",
                      "client_header_timeout_s", "client_body_timeout_s",
-                     "large_client_header_buffers", "limit_conn_per_ip"):
+                     "large_client_header_buffers", "limit_conn_per_ip", "limit_conn_total",
+                     "limit_req_rate", "limit_req_burst", "shed_status"):
             need(is_int(getattr(self, name)), f"{name}={getattr(self, name)!r} must be an integer")
-        for name in ("lazy_apps", "request_log", "access_log"):
+        for name in ("lazy_apps", "request_log", "access_log", "limit_req_nodelay"):
             need(isinstance(getattr(self, name), bool),
                  f"{name}={getattr(self, name)!r} must be true or false")
         need(isinstance(self.host, str) and bool(self.host.strip()),
@@ -257,11 +286,32 @@ class RestSettings:
              f"limit_conn_per_ip={self.limit_conn_per_ip}: a proxied request holds two nginx "
              f"connections, so 2 x {self.limit_conn_per_ip} must be < worker_connections="
              f"{self.worker_connections}, or one address can take them all")
+        need(self.limit_conn_total >= 0, "limit_conn_total must be >= 0 (0 = off)")
+        need(2 * self.limit_conn_total < self.worker_connections,
+             f"limit_conn_total={self.limit_conn_total}: a proxied request holds two nginx "
+             f"connections, so 2 x {self.limit_conn_total} must be < worker_connections="
+             f"{self.worker_connections}")
+        backlog = self.listen_effective or self.listen
+        need(backlog >= self.limit_conn_total,
+             f"listen={backlog} (somaxconn caps it) must be >= limit_conn_total="
+             f"{self.limit_conn_total}: every request nginx admits must fit uWSGI's backlog, or "
+             f"it becomes a 502")
+        need(self.limit_req_rate >= 0, "limit_req_rate must be >= 0 (0 = off)")
+        need(self.limit_req_burst >= 0, "limit_req_burst must be >= 0")
+        need(self.limit_req_rate > 0 or self.limit_req_burst == 0,
+             f"limit_req_burst={self.limit_req_burst} needs limit_req_rate > 0")
+        need(self.shed_status in (429, 503),
+             f"shed_status={self.shed_status!r} must be 503 or 429")
         need(self.max_batch >= 1, f"max_batch={self.max_batch} must be >= 1")
         need(self.max_text_chars >= 1, f"max_text_chars={self.max_text_chars} must be >= 1")
         need(self.max_id_chars >= 1, f"max_id_chars={self.max_id_chars} must be >= 1")
 
     # -- derived -----------------------------------------------------------------------------
+    @property
+    def sheds(self) -> bool:
+        """Whether nginx sheds past a server-wide limit (limit_conn_total or limit_req_rate)."""
+        return bool(self.limit_conn_total or self.limit_req_rate)
+
     @property
     def max_body_bytes(self) -> int:
         return parse_size(self.client_max_body_size)
@@ -282,3 +332,42 @@ class RestSettings:
         grows at most 10/3-fold ("a:<LF>" -> 2+6+2 bytes; the request line's URI, copied into
         three vars, grows less), plus 2 KiB for the fixed vars (DOCUMENT_ROOT and the like)."""
         return self.max_header_bytes * 10 // 3 + 2048
+
+
+#: Seconds one uWSGI worker spends on one of the seed's 1,000-review POSTs, end to end through
+#: nginx (body read, JSON parse, model, answer). On a quiet core: 0.126 s at 2 connections,
+#: 0.163 s sequential (median of 30), 0.133 s in the seed's calibration (7,500 reviews/s). On
+#: this shared 2-core VM other processes routinely take half of the service's core, and then it
+#: is 0.23 s (4.3 answers/s in a protected run): 16 admitted requests, sized for 0.15 s, were
+#: answered after 3.9 s (median) and up to 4.95 s, at the edge of the 5 s timeout. The preset
+#: takes the half-speed figure, so that a shared core still answers within half the timeout:
+#: with its 10, the admitted requests took 1.4 s (median) and 4.3 s at most, with other
+#: processes on 36 % of the core.
+SEED_SERVICE_TIME_S = 0.25
+
+
+def protected_preset(settings: RestSettings | None = None, *, cpus: Sequence[int] | None = None,
+                     service_time_s: float = SEED_SERVICE_TIME_S, timeout_s: float = 5.0,
+                     wait_share: float = 0.5) -> dict[str, Any]:
+    """RestSettings overrides for a deployment that sheds instead of queueing past capacity.
+
+    With P workers each taking S seconds per request, the N-th request admitted behind a full
+    house is answered after about N x S / P. It should come well within the client's timeout T:
+    N x S / P <= wait_share x T, so
+
+        limit_conn_total = max(P + 1, floor(wait_share x T x P / S))
+
+    (P + 1: every worker busy and one request ready behind it). The bench pins REST to one
+    core, so P = 1, and with the seed's T = 5 s, S = 0.25 s and half of T: 10 requests, the
+    last answered after about 2.5 s on a half-shared core (1.3 s on a quiet one); past them
+    the seed's clients get a 503 within milliseconds instead of a timeout after 5 s. A smaller
+    limit costs no throughput while clients keep more than P + 1 requests coming (the workers
+    never wait), but sheds more at loads the queue could have served within the deadline.
+    ``listen`` is set to the same number (see RestSettings). Sized for 1,000-review POSTs,
+    the largest any scenario sends; smaller ones take less time each, so the same count only
+    bounds their wait more tightly.
+    """
+    s = settings or RestSettings()
+    workers = s.processes or s.resolved(cpus).processes or 1
+    limit = max(workers + 1, int(wait_share * timeout_s * workers / service_time_s))
+    return {"limit_conn_total": limit, "listen": limit, "shed_status": 503}
