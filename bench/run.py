@@ -267,7 +267,10 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
                     ready_s=round(time.monotonic() - t_start, 2))
         progress.say(f"{mode}: ready in {info['ready_s']:.1f}s "
                      f"({dep.address}); driving '{scenario.name}' ...")
-        argv = driver_argv(dep, scenario.source, mode_dir, run_id or run_dir.name)
+        drive_sc = mode_scenario(scenario, mode, mode_dir)
+        if drive_sc is not scenario:
+            info["client"] = drive_sc.to_dict()["client"]
+        argv = driver_argv(dep, drive_sc.source, mode_dir, run_id or run_dir.name)
         drv = sup.start(f"driver-{mode}", argv, cpus=opts.placement.driver)
         groups = {"service": dep.service_pids, "driver": [drv.pid]}
         if dep.broker.get("pid"):
@@ -308,6 +311,21 @@ def run_mode(mode: str, scenario, run_dir: Path, opts: RunOptions, progress: Pro
         info["end_epoch"] = driver.get("end_epoch", time.time())
         info["complete"] = bool(driver.get("complete", False))
     return info
+
+
+def mode_scenario(scenario, mode: str, mode_dir: Path):
+    """The scenario this mode's driver runs: the scenario itself, or, when the deployment brings
+    clients of its own (``client:`` in its settings), a copy with that block laid over the
+    scenario's, key by key, written beside the mode's tables."""
+    from bench.ceiling import write_scenario
+
+    svc = scenario.service.get(mode, {}) if isinstance(scenario.service, dict) else {}
+    _, client = registry.split_client(registry.settings_for(mode, svc))
+    if not client:
+        return scenario
+    doc = scenario.to_dict()
+    doc["client"] = {**doc["client"], **client}
+    return write_scenario(doc, mode_dir / "scenario.yaml")
 
 
 def _stop_driver(drv) -> None:

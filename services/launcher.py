@@ -39,7 +39,8 @@ def deploy(mode: str, run_dir: Path, *, overrides: Mapping[str, Any] | None = No
     own = sup is None
     sup = sup or Supervisor(run_dir / "logs")
     try:
-        with spec.impl().deploy(sup, run_dir, registry.settings_for(mode, overrides),
+        service, _client = registry.split_client(registry.settings_for(mode, overrides))
+        with spec.impl().deploy(sup, run_dir, service,
                                 service_cpus=service_cpus, broker_cpus=broker_cpus,
                                 bootstrap=bootstrap) as dep:
             yield dep

@@ -35,6 +35,13 @@ _KINDS: dict[str, str] = {
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # the stream side on the lean consumer loop instead of Faust: the gap is Faust's own cost
     "stream-lean": ("stream", {"engine": "lean"}),
+    # REST with the protections a team adds against overload: nginx sheds past a server-wide
+    # concurrency limit sized from the workers and the client timeout (a fast 503 instead of a
+    # queue that outlives the timeout; services/rest/settings.py protected_preset), and its
+    # clients carry a circuit breaker and a retry budget (loadgen/resilience.py)
+    "rest-protected": ("rest", {"preset": "protected",
+                                "client": {"protection": {"breaker": True,
+                                                          "retry_budget": True}}}),
 }
 
 #: The default scenario's deployments: the article's twins.
@@ -133,6 +140,18 @@ def impl(name: str) -> Kind:
 def settings_for(name: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The name's own settings with the scenario's ``service.<name>`` on top."""
     return {**resolve(name).settings, **dict(overrides or {})}
+
+
+def split_client(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the service's settings, the ``client:`` block its driver runs with instead of the
+    scenario's, key by key): a deployment may bring its own clients (a protected REST's
+    circuit breaker), so its driver and no other gets them."""
+    out = dict(settings)
+    client = out.pop("client", None) or {}
+    if not isinstance(client, Mapping):
+        raise UnknownDeployment(f"a deployment's client settings must be a mapping; got "
+                                f"{client!r}")
+    return out, dict(client)
 
 
 # -------------------------------------------------------------------------------------------

@@ -87,3 +87,24 @@ def test_a_toy_deployment_registered_here_runs_smoke_through_the_real_bench(tmp_
     assert list(summary["modes"]) == ["toy"] and summary["baseline"] == "toy"
     assert m["sent"] == m["ok"] + m["failed"] and m["ok"] > 0 and m["failed"] == 0
     assert (run_dir / "report.html").exists() and "toy" in (run_dir / "summary.md").read_text()
+
+
+def test_protected_rest_sheds_on_its_server_and_brings_its_own_clients(tmp_path):
+    """``rest-protected``: the preset's shedding sized for the service's cores, and a client
+    block its driver (and no other mode's) runs with."""
+    from bench.run import mode_scenario
+    from loadgen.scenario import load_scenario
+    from services.rest.deployment import expand_preset
+
+    service, client = registry.split_client(registry.settings_for("rest-protected", {}))
+    shed = expand_preset(service, (0,))
+    assert shed["limit_conn_total"] >= 2 and shed["shed_status"] == 503 and "preset" not in shed
+    assert expand_preset({**service, "limit_conn_total": 3}, (0,))["limit_conn_total"] == 3
+    assert client["protection"]["breaker"] and client["protection"]["retry_budget"]
+    sc = load_scenario("seed-protected")
+    assert sc.modes == ("rest", "rest-protected", "stream")
+    mine = mode_scenario(sc, "rest-protected", tmp_path / "rest-protected")
+    assert mine.client.protection.breaker is not None and mine.client.timeout_s == 5
+    assert mine.client.retry == sc.client.retry and mine.source.endswith("scenario.yaml")
+    assert mode_scenario(sc, "rest", tmp_path / "rest") is sc
+    assert sc.client.protection.breaker is None          # unprotected REST keeps plain clients

@@ -36,7 +36,7 @@ class RestKind(Kind):
         from services.rest.launch import start
         from services.rest.settings import RestSettings
 
-        s = RestSettings.from_dict(expand_preset(settings))
+        s = RestSettings.from_dict(expand_preset(settings, service_cpus))
         ep = start(sup, s, run_dir, cpus=service_cpus)
         yield Deployment(mode=self.name, kind="rest", driver=self.driver, url=ep.url,
                          service_pids=[ep.uwsgi_pid, ep.nginx_pid], settings=dict(ep.settings),
@@ -107,19 +107,21 @@ class RestKind(Kind):
         return []
 
 
-def expand_preset(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``preset: <name>`` stands for that preset's settings (services/rest/settings.py
-    PRESETS), the others on top."""
+PRESETS = ("protected",)
+
+
+def expand_preset(settings: Mapping[str, Any], cpus=None) -> dict[str, Any]:
+    """``preset: protected`` stands for the shedding settings sized for these workers and cores
+    (services/rest/settings.py ``protected_preset``); the other settings go on top."""
     out = dict(settings)
     name = out.pop("preset", None)
     if name is None:
         return out
-    from services.rest import settings as rs
+    from services.rest.settings import RestSettings, protected_preset
 
-    presets = getattr(rs, "PRESETS", {})
-    if name not in presets:
-        raise ValueError(f"rest: unknown preset {name!r} (known: {', '.join(presets) or 'none'})")
-    return {**presets[name], **out}
+    if name not in PRESETS:
+        raise ValueError(f"rest: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return {**protected_preset(RestSettings.from_dict(out), cpus=cpus), **out}
 
 
 def uwsgi_workers(master_pid: int) -> list[int]:
