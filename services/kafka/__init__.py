@@ -257,12 +257,7 @@ def start_kafka(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
     cluster_id = None
     if fresh:
         cluster_id = new_cluster_id()
-        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                              "-c", str(conf_dir / "server.properties")],
-                             capture_output=True, text=True, check=False, timeout=120)
-        if fmt.returncode != 0:
-            raise procs.LaunchError(f"kafka: formatting {log_dir} failed: "
-                                    f"{(fmt.stderr or fmt.stdout).strip()[-400:]}")
+        format_log_dir(jvm, props, Path(log_dir), cluster_id)
     else:
         meta = (log_dir / "meta.properties")
         if meta.is_file():
@@ -277,6 +272,49 @@ def start_kafka(sup: procs.Supervisor, run_dir: Path | str | None = None, *, por
                   cluster_id=cluster_id,
                   settings={**settings.to_dict(), "server.properties": props,
                             "log_dir": str(log_dir), "config_dir": str(conf_dir)})
+
+
+#: The files ``kafka-storage format`` writes into a KRaft log dir (Kafka 3.9).
+FORMATTED = ("meta.properties", "bootstrap.checkpoint")
+
+
+def format_log_dir(jvm: Sequence[str], props: dict[str, str], log_dir: Path,
+                   cluster_id: str) -> None:
+    """Format a fresh log dir as ``kafka-storage format -t <cluster_id>`` does.
+
+    The storage tool is a JVM of its own (2-3 s here, on every fresh broker). What it writes is
+    the same for every log dir of a node id and version except two ids in ``meta.properties``:
+    the cluster id and the directory id (``bootstrap.checkpoint`` holds only the metadata
+    version). So it runs once per node id into a template beside the jars, and each fresh log
+    dir gets the template with ids of its own."""
+    template = cache_dir() / f"format-node{props['node.id']}"
+    if not all((template / f).is_file() for f in FORMATTED):
+        _run_storage_tool(jvm, {**props, "log.dirs": str(template)}, template)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template / "bootstrap.checkpoint", log_dir / "bootstrap.checkpoint")
+    meta = (template / "meta.properties").read_text()
+    meta = re.sub(r"^cluster\.id=.*$", f"cluster.id={cluster_id}", meta, flags=re.M)
+    meta = re.sub(r"^directory\.id=.*$", f"directory.id={new_cluster_id()}", meta, flags=re.M)
+    (log_dir / "meta.properties").write_text(meta)
+
+
+def _run_storage_tool(jvm: Sequence[str], props: dict[str, str], log_dir: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="format-", dir=log_dir.parent if log_dir.parent.is_dir()
+                                else None))
+    try:
+        _write_properties(tmp / "server.properties", {**props, "log.dirs": str(tmp / "dir")})
+        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+                              "-c", str(tmp / "server.properties")],
+                             capture_output=True, text=True, check=False, timeout=120)
+        if fmt.returncode != 0:
+            raise procs.LaunchError(f"kafka: formatting a log dir failed: "
+                                    f"{(fmt.stderr or fmt.stdout).strip()[-400:]}")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for f in FORMATTED:     # each file lands whole: a concurrent reader never sees half
+            shutil.copyfile(tmp / "dir" / f, tmp / f"{f}.new")
+            os.replace(tmp / f"{f}.new", log_dir / f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def describe_cache() -> dict[str, Any]:
