@@ -137,8 +137,16 @@ def test_compose_target_drives_what_is_there_and_starts_nothing(tmp_path):
 
 
 def test_smoke_repeated_twice_interleaves_and_writes_the_repeats_block(tmp_path):
-    """--repeat 2: two run folders inside the run's, modes in both orders, one repeats block."""
-    proc = _bench("smoke", "--repeat", "2", "--no-ceiling", "--results", str(tmp_path),
+    """--repeat 2: two run folders inside the run's, modes in both orders, one repeats block.
+    The shipped smoke, shortened (four deployments in a row; its full length is the test above)."""
+    import yaml
+
+    doc = yaml.safe_load((REPO / "scenarios" / "smoke.yaml").read_text())
+    doc["timing"] = {"warmup_s": 1, "duration_s": 5, "drain_s": 3}
+    (tmp_path / "sc").mkdir()
+    path = tmp_path / "sc" / "smoke.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = _bench(str(path), "--repeat", "2", "--no-ceiling", "--results", str(tmp_path),
                   timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.endswith("-smoke"))
