@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from . import figures as figs
 from . import metrics as mx
 from .summary import RunAnalysis
 
@@ -316,30 +317,25 @@ def fig_cpu(ra: RunAnalysis) -> Figure | None:
     return fig
 
 
-#: (metric path, title, format) of the summary panel's bar charts.
-_PANEL = [
-    ("successful_throughput", "successful throughput (req/s)", "{:,.1f}"),
-    ("reviews_per_s", "reviews / s", "{:,.0f}"),
-    ("latency_ms.p99", "latency p99 (ms)", "{:,.1f}"),
-    ("error_rate", "error rate", "{:.1%}"),
-    ("throughput_cv", "throughput CV (1 s)", "{:.3f}"),
-    ("efficiency", "efficiency vs ceiling", "{:.1%}"),
-]
-
-
 def fig_summary(ra: RunAnalysis) -> Figure:
-    fig, axes = _figure(ra, "Headline metrics (measured window)", nrows=2, ncols=3, size=(11, 6))
+    """One bar chart per figure marked ``panel`` in analysis.figures, three to a row."""
+    panel = [f for f in figs.FIGURES if f.panel]
+    nrows = max(1, -(-len(panel) // 3))
+    fig, axes = _figure(ra, "Headline metrics (measured window)", nrows=nrows, ncols=3,
+                        size=(11, 3 * nrows))
     names = [n for n in ra.order if n in ra.modes]
-    for ax, (key, title, spec) in zip(axes.flat, _PANEL):
-        vals = [mx.headline(ra.modes[n].metrics)[key] for n in names]
+    for ax in list(axes.flat)[len(panel):]:
+        ax.set_visible(False)
+    for ax, f in zip(axes.flat, panel):
+        vals = [mx.headline(ra.modes[n].metrics)[f.key] for n in names]
         heights = [v if v is not None else 0.0 for v in vals]
         bars = ax.bar([LABELS[n] for n in names], heights, color=[COLORS[n] for n in names])
         for b, v in zip(bars, vals):
-            ax.annotate("–" if v is None else spec.format(v), (b.get_x() + b.get_width() / 2, b.get_height()),
+            ax.annotate(f.format(v), (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=9)
-        shown = [f"{LABELS[n]} ÷ {LABELS[ra.baseline]} = {r:.2f}×" for n in names
-                 if (r := (ra.ratios.get(n) or {}).get(key)) is not None]
-        ax.set_title("\n".join([title, *shown[:2]]), fontsize=9)
+        shown = [f"{LABELS[n]} ÷ {LABELS[ra.baseline]} = " + figs.RATIO_SPEC.format(r)
+                 for n in names if (r := (ra.ratios.get(n) or {}).get(f.key)) is not None]
+        ax.set_title("\n".join([f.label, *shown[:2]]), fontsize=9)
         ax.margins(y=0.2)
         ax.grid(True, axis="y", alpha=0.3)
     return fig

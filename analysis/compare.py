@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
+from . import figures as figs
 from . import repeats as rp
 from .rundir import MODES, load_run
 from .summary import (RunAnalysis, analyse, baseline_name, build_summary, dig, mode_names,
@@ -46,25 +47,16 @@ class MetricSpec:
 
 
 def default_specs(modes: Sequence[str] = MODES, baseline: str | None = None) -> list[MetricSpec]:
-    """Each mode's ratios to the baseline and efficiency gate; its absolute figures inform."""
+    """Every figure analysis.figures marks for compare, each mode's and each ratio to the
+    baseline: the gated ones (ratios, then modes) first, then the informational ones."""
     modes = list(modes)
     baseline = baseline or (modes[0] if modes else None)
     others = [m for m in modes if m != baseline]
-    specs = []
-    for m in others:
-        specs += [MetricSpec(f"ratios.{m}.successful_throughput", True, True, 0.10),
-                  MetricSpec(f"ratios.{m}.reviews_per_s", True, True, 0.10)]
-    specs += [MetricSpec(f"modes.{m}.efficiency", True, True, 0.10) for m in modes]
-    specs += [MetricSpec(f"ratios.{m}.latency_ms.p99", False, False, 0.25) for m in others]
-    for m in modes:
-        specs += [
-            MetricSpec(f"modes.{m}.successful_throughput", True, False, 0.10),
-            MetricSpec(f"modes.{m}.reviews_per_s", True, False, 0.10),
-            MetricSpec(f"modes.{m}.latency_ms.p99", False, False, 0.25),
-            MetricSpec(f"modes.{m}.error_rate", False, False, 0.10),
-            MetricSpec(f"modes.{m}.throughput_cv", False, False, 0.25),
-        ]
-    return specs
+    places = (("ratios", others, lambda f: f.compare_ratio), ("modes", modes, lambda f: f.compare))
+    return [MetricSpec(f"{where}.{m}.{f.key}", bool(f.higher_is_better), judged == "gate",
+                       float(f.threshold or 0.0))
+            for judged in ("gate", "info") for where, names, how in places
+            for m in names for f in figs.FIGURES if how(f) == judged]
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import figures
+
 #: name -> percentile (0-100) reported for every latency distribution.
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 #: Recovery rule: back to >= this fraction of the pre-fault median ...
@@ -786,24 +788,21 @@ def slice_headlines(table: pd.DataFrame, window: Window, n: int) -> list[dict[st
 
 
 def headline(m: ModeMetrics) -> dict[str, float | None]:
-    """The flat, dotted-name view of a mode's headline metrics (what ratios and compare use)."""
-    return {
-        "successful_throughput": m.successful_throughput,
-        "reviews_per_s": m.reviews_per_s,
-        "latency_ms.p50": m.latency_ms.p50,
-        "latency_ms.p99": m.latency_ms.p99,
-        "error_rate": m.error_rate,
-        "throughput_cv": m.throughput_cv,
-        "efficiency": m.efficiency,
-        "retry_amplification": m.retry_amplification,
-    }
+    """The flat, dotted-name view of a mode's figures that have a ratio (analysis.figures), read
+    off ModeMetrics by the same dotted path: what ratios, repeats and the summary chart use."""
+    out: dict[str, float | None] = {}
+    for key in figures.ratio_keys():
+        v: Any = m
+        for part in key.split("."):
+            v = getattr(v, part)
+        out[key] = v
+    return out
 
 
 def ratios(rest: ModeMetrics | None, stream: ModeMetrics | None) -> dict[str, float | None]:
     """``stream`` ÷ ``rest`` (any mode ÷ the baseline) for every headline metric: None when
     either side is missing, the baseline is 0, or (requests/s) the units differ."""
-    keys = list(headline(rest or stream).keys()) if (rest or stream) else \
-        ["successful_throughput", "reviews_per_s", "latency_ms.p99"]
+    keys = figures.ratio_keys()
     if rest is None or stream is None:
         return {k: None for k in keys}
     r, s = headline(rest), headline(stream)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import figures as figs
+
 #: Repeat k (1-based) of a repeated run lives in ``<run>/repeat-<k>/``, a run folder of its own.
 REPEAT_PREFIX = "repeat-"
 #: Seed of every bootstrap: the same samples always give the same interval.
@@ -29,11 +31,6 @@ WINDOWS = 10
 #: Significance over repeats, as asv uses it: a difference must reach p < 0.002.
 REPEATS_ALPHA = 0.002
 
-#: Per mode: the figures summarised (dotted names as in metrics.headline).
-MODE_FIGURES = ("reviews_per_s", "latency_ms.p50", "latency_ms.p99", "error_rate")
-#: Ratios are of reviews/s only: a REST request may carry 1,000 reviews and a stream event one,
-#: so a ratio of requests/s compares different units.
-RATIO_FIGURE = "reviews_per_s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +90,13 @@ def window_count(duration_s: float, most: int = WINDOWS) -> int:
 # Figures of one sample
 
 
+def mode_figures() -> list[str]:
+    """Per mode: the figures summarised (dotted names as in metrics.headline)."""
+    return [f.key for f in figs.FIGURES if f.repeated]
+
+
 def ratio_name(mode: str, first: str) -> str:
-    return f"{mode}/{first}.{RATIO_FIGURE}"
+    return f"{mode}/{first}.{figs.repeated_ratio().key}"
 
 
 def figures(headlines: Mapping[str, Mapping[str, float | None]], first: str,
@@ -105,13 +107,14 @@ def figures(headlines: Mapping[str, Mapping[str, float | None]], first: str,
     out: dict[str, float | None] = {}
     for m in modes:
         h = headlines.get(m) or {}
-        for f in MODE_FIGURES:
+        for f in mode_figures():
             out[f"{m}.{f}"] = _num(h.get(f))
-    base = _num((headlines.get(first) or {}).get(RATIO_FIGURE))
+    ratio = figs.repeated_ratio().key
+    base = _num((headlines.get(first) or {}).get(ratio))
     for m in modes:
         if m == first:
             continue
-        v = _num((headlines.get(m) or {}).get(RATIO_FIGURE))
+        v = _num((headlines.get(m) or {}).get(ratio))
         out[ratio_name(m, first)] = v / base if v is not None and base else None
     return out
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from . import figures as figs
 from . import metrics as mx
 from . import repeats as rp
 from .rundir import ModeData, Run, mode_order
+from .figures import fmt
 from .workers import Workers, workers_from_meta, workers_line
 
 
@@ -285,39 +287,6 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Tables and Markdown
 
-#: (label, path inside M, format) of the rows every headline table shows, in order.
-HEADLINE_ROWS: list[tuple[str, str, str]] = [
-    ("successful throughput (req/s)", "successful_throughput", "{:,.1f}"),
-    ("reviews/s", "reviews_per_s", "{:,.1f}"),
-    ("reviews/s answered in the window", "reviews_answered_per_s", "{:,.1f}"),
-    ("requests sent", "sent", "{:,d}"),
-    ("ok", "ok", "{:,d}"),
-    ("failed", "failed", "{:,d}"),
-    ("error rate", "error_rate", "{:.2%}"),
-    ("attempts", "attempts", "{:,d}"),
-    ("retry amplification", "retry_amplification", "{:.3f}"),
-    ("latency p50 (ms)", "latency_ms.p50", "{:,.1f}"),
-    ("latency p90 (ms)", "latency_ms.p90", "{:,.1f}"),
-    ("latency p99 (ms)", "latency_ms.p99", "{:,.1f}"),
-    ("latency max (ms)", "latency_ms.max", "{:,.1f}"),
-    ("service p99 (ms)", "service_latency_ms.p99", "{:,.1f}"),
-    ("throughput CV (1 s)", "throughput_cv", "{:.3f}"),
-    ("throughput range (1 s, req/s)", "throughput_spread_1s.range", "{:,.1f}"),
-    ("max in flight", "in_flight.max", "{:,d}"),
-    ("efficiency (vs ceiling)", "efficiency", "{:.1%}"),
-    ("model ceiling (reviews/s, best try)", "ceiling_reviews_per_s", "{:,.0f}"),
-    ("ceiling noise (max-min)/best", "ceiling.noise", "{:.1%}"),
-    ("steal on service cores (%)", "core_noise.steal", "{:,.1f}"),
-    ("others' CPU on service cores (%)", "core_noise.other", "{:,.1f}"),
-    ("service CPU mean (%)", "service_cpu_mean", "{:,.0f}"),
-    ("duplicates", "duplicates", "{:,d}"),
-]
-
-#: Rows whose stream ÷ rest ratio is shown (matches metrics.headline names).
-_RATIO_KEYS = {"successful_throughput", "reviews_per_s", "latency_ms.p50", "latency_ms.p99",
-               "error_rate", "throughput_cv", "efficiency", "retry_amplification"}
-
-
 def dig(d: Any, path: str) -> Any:
     """d['a']['b'] for path 'a.b'; a key that itself holds dots ('ratios' -> 'latency_ms.p99') is
     matched whole first. None if any step is missing."""
@@ -333,17 +302,6 @@ def dig(d: Any, path: str) -> Any:
             if found is not None or i == len(parts):
                 return found
     return None
-
-
-def fmt(value: Any, spec: str = "{}") -> str:
-    if value is None:
-        return "–"
-    try:
-        if "d}" in spec:
-            value = int(value)
-        return spec.format(value)
-    except (ValueError, TypeError):
-        return str(value)
 
 
 def ratio_column(name: str, baseline: str) -> str:
@@ -370,31 +328,26 @@ def headline_table(summary: dict[str, Any], formatted: bool = True) -> pd.DataFr
     base = baseline_name(summary)
     ratios = summary_ratios(summary)
     rows = []
-    for label, path, spec in HEADLINE_ROWS:
-        row: dict[str, Any] = {"metric": label}
+    for f in figs.FIGURES:
+        row: dict[str, Any] = {"metric": f.label}
         for name in mode_names(summary):
-            v = dig(modes.get(name), path)
-            row[name] = fmt(v, spec) if formatted else v
+            v = dig(modes.get(name), f.key)
+            row[name] = f.format(v) if formatted else v
         for name in (n for n in mode_names(summary) if n != base):
-            ratio = (ratios.get(name) or {}).get(path) if path in _RATIO_KEYS else None
-            row[ratio_column(name, base)] = ((fmt(ratio, "{:.2f}×") if formatted else ratio)
-                                             if path in _RATIO_KEYS else "")
+            ratio = (ratios.get(name) or {}).get(f.key) if f.ratio else None
+            row[ratio_column(name, base)] = ((fmt(ratio, figs.RATIO_SPEC) if formatted else ratio)
+                                             if f.ratio else "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
-
-
-_FIGURE_LABELS = {"reviews_per_s": ("reviews/s", "{:,.1f}"),
-                  "latency_ms.p50": ("latency p50 (ms)", "{:,.1f}"),
-                  "latency_ms.p99": ("latency p99 (ms)", "{:,.1f}"),
-                  "error_rate": ("error rate", "{:.2%}")}
 
 
 def _figure_label(name: str) -> tuple[str, str]:
     """'stream/rest.reviews_per_s' -> ('stream ÷ rest reviews/s', ratio format)."""
     who, _, fig = name.partition(".")
-    label, spec = _FIGURE_LABELS.get(fig, (fig, "{:,.4g}"))
+    f = figs.by_key(fig)
+    label, spec = (f.label, f.spec) if f else (fig, "{:,.4g}")
     if "/" in who:
-        return f"{who.replace('/', ' ÷ ')} {label}", "{:.2f}×"
+        return f"{who.replace('/', ' ÷ ')} {label}", figs.RATIO_SPEC
     return f"{who} {label}", spec
 
 

@@ -89,19 +89,15 @@ class Progress:
         rep = s.get("representative_repeat")
         t = Table(title=f"{s.get('scenario')} — {'complete' if s.get('complete') else 'INCOMPLETE'}"
                         + (f" — {rep}, the most typical repeat" if rep else ""))
-        for col in ("mode", "sent", "ok", "ok req/s", "reviews/s", "p50 ms", "p99 ms",
-                    "errors %", "spread (CV)", "efficiency"):
+        from analysis import figures as figs
+        from analysis.summary import dig
+
+        shown = [f for f in figs.FIGURES if f.column]
+        for col in ("mode", *(f.column or "" for f in shown)):
             t.add_column(col, justify="right")
         for mode, m in (s.get("modes") or {}).items():
-            if not m:  # the mode never ran (an earlier phase failed)
-                t.add_row(mode, *["—"] * 9)
-                continue
-            lat = m.get("latency_ms") or {}
-            t.add_row(mode, _f(m.get("sent"), 0), _f(m.get("ok"), 0),
-                      _f(m.get("successful_throughput"), 1), _f(m.get("reviews_per_s"), 1),
-                      _f(lat.get("p50"), 1), _f(lat.get("p99"), 1),
-                      _f(None if m.get("error_rate") is None else 100 * m["error_rate"], 2),
-                      _f(m.get("throughput_cv"), 3), _f(m.get("efficiency"), 3))
+            # a mode that never ran (an earlier phase failed) is a row of dashes
+            t.add_row(mode, *(f.format(dig(m, f.key) if m else None, "—") for f in shown))
         self.console.print(t)
         faults = [(mode, f) for mode, m in (s.get("modes") or {}).items()
                   for f in ((m or {}).get("faults") or [])]
@@ -127,7 +123,7 @@ class Progress:
         from analysis.summary import baseline_name, summary_ratios
         for name, ratios in summary_ratios(s).items():
             self.console.print(f"{name} ÷ {baseline_name(s)}: " + ", ".join(
-                f"{k} {_f(v, 2)}" for k, v in ratios.items()))
+                f"{k} {figs.fmt(v, figs.RATIO_SPEC, '—')}" for k, v in ratios.items()))
         self.console.print(f"report: {run_dir / 'report.html'}")
 
 

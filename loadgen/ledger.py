@@ -1,4 +1,5 @@
-"""Accounting shared by both drivers: the clock, live counts, the final checks and driver.json.
+"""Accounting shared by both drivers: the clock, live counts, the progress heartbeat, the final
+checks, driver.json and the start and final lines the bench reads.
 
 The rule every driver keeps: a request gets its first row *before* anything is sent, so a request
 in the plan can never be missing from the table, whatever happens to the target, the driver's
@@ -23,6 +24,7 @@ import psutil
 
 from loadgen import record
 from loadgen.record import Attempt
+from loadgen.schedule import phase_of
 
 
 class AccountingError(AssertionError):
@@ -234,6 +236,40 @@ def emit(obj: dict) -> None:
 def progress(t: float, phase: str, sent: int, ok: int, failed: int, in_flight: int) -> None:
     emit({"t": round(t, 3), "phase": phase, "sent": sent, "ok": ok, "failed": failed,
           "in_flight": in_flight})
+
+
+def start_line(mode: str, run_id: str, clock: Clock) -> None:
+    """The driver's first line: the bench times its faults and progress from this t0."""
+    emit({"event": "start", "mode": mode, "run_id": run_id, "t0_epoch": clock.t0_epoch})
+
+
+class Heartbeat:
+    """Once a second, whichever loop a driver runs: sample its CPU and print the progress line
+    the bench tails (nothing printed when ``quiet``)."""
+
+    def __init__(self, cpu: CpuMeter, warmup_s: float, duration_s: float, quiet: bool = False):
+        self.cpu, self.warmup_s, self.duration_s, self.quiet = cpu, warmup_s, duration_s, quiet
+
+    def __call__(self, now: float, sent: int, ok: int, failed: int, in_flight: int) -> None:
+        self.cpu.sample()
+        if not self.quiet:
+            progress(now, phase_of(now, self.warmup_s, self.duration_s), sent, ok, failed,
+                     in_flight)
+
+
+def finish(out: Path | str, df: pd.DataFrame, driver: dict, *, mode: str, quiet: bool = False,
+           **final) -> dict:
+    """Write the table and driver.json, then the driver's last line (the bench reads it):
+    counts, validity, lateness and CPU from ``driver``, plus the driver's own ``final`` fields."""
+    write_outputs(Path(out), df, driver)
+    if not quiet:
+        c = driver["counts"]
+        emit({"event": "final", "mode": mode, "sent": c["requests"], "ok": c["ok"],
+              "failed": c["failed"], "attempts": c["attempts"], **final,
+              "valid": driver["valid"], "invalid_reasons": driver["invalid_reasons"],
+              "lateness_p99_s": driver["lateness_s"]["p99"],
+              "cpu_percent": driver["cpu"]["percent_mean"], "out": str(out)})
+    return driver
 
 
 def write_outputs(out: Path, df: pd.DataFrame, driver: dict) -> tuple[Path, Path]:

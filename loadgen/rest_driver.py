@@ -50,7 +50,6 @@ from loadgen.schedule import (
     backoff_s,
     client_steps,
     may_retry,
-    phase_of,
     plan_open,
 )
 
@@ -406,18 +405,17 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
     cpu = L.CpuMeter()
     run.start_clock()
     say = (lambda *a: None) if quiet else L.progress
-    L.emit({"event": "start", "mode": "rest", "run_id": run_id, "t0_epoch": run.clock.t0_epoch}
-           ) if not quiet else None
+    if not quiet:
+        L.start_line("rest", run_id, run.clock)
+    beat = L.Heartbeat(cpu, tm.warmup_s, tm.duration_s, quiet)
 
     def progress_loop():
         k = 1
         while True:
             gevent.sleep(max(0.0, k - run.rel()))
             k += 1
-            cpu.sample()
             lg = run.ledger
-            say(run.rel(), phase_of(run.rel(), tm.warmup_s, tm.duration_s), lg.requests, lg.ok,
-                lg.failed, lg.in_flight)
+            beat(run.rel(), lg.requests, lg.ok, lg.failed, lg.in_flight)
 
     prog = gevent.spawn(progress_loop)
     try:
@@ -484,10 +482,4 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         "payload": payloads.describe(),
         "process": L.environment_info(),
     }
-    L.write_outputs(Path(out), df, driver)
-    if not quiet:
-        L.emit({"event": "final", "mode": "rest", "sent": counts["requests"], "ok": counts["ok"],
-                "failed": counts["failed"], "attempts": counts["attempts"], "valid": driver["valid"],
-                "invalid_reasons": driver["invalid_reasons"], "lateness_p99_s": late["p99"],
-                "cpu_percent": driver["cpu"]["percent_mean"], "out": str(out)})
-    return driver
+    return L.finish(out, df, driver, mode="rest", quiet=quiet)

@@ -46,7 +46,7 @@ from loadgen import ledger as L
 from loadgen import record, workers
 from loadgen.payloads import Payloads, check_stream_answer, load_texts
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
-from loadgen.schedule import backoff_s, clients_at, may_retry, phase_of, plan_open
+from loadgen.schedule import backoff_s, clients_at, may_retry, plan_open
 from services.sticky import REQUEST_STICKY_S, sticky_partition
 
 # event states
@@ -610,8 +610,8 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
     run.start_consumer()
     tm = scenario.timing
     if not quiet:
-        L.emit({"event": "start", "mode": "stream", "run_id": run_id,
-                "t0_epoch": run.clock.t0_epoch})
+        L.start_line("stream", run_id, run.clock)
+    beat = L.Heartbeat(cpu, tm.warmup_s, tm.duration_s, quiet)
     next_tick = [1.0]
 
     def tick() -> None:
@@ -620,9 +620,7 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
             return
         next_tick[0] = float(int(now) + 1)
         run._advance_expired(now)
-        cpu.sample()
-        if not quiet:
-            L.progress(now, phase_of(now, tm.warmup_s, tm.duration_s), *run.counts())
+        beat(now, *run.counts())
 
     try:
         if run.plan is not None:
@@ -678,12 +676,5 @@ def drive(scenario: Scenario, bootstrap: str, out: Path, run_id: str, *,
         "payload": payloads.describe(),
         "process": L.environment_info(),
     }
-    L.write_outputs(Path(out), df, driver)
-    if not quiet:
-        L.emit({"event": "final", "mode": "stream", "sent": counts["requests"],
-                "ok": counts["ok"], "failed": counts["failed"], "attempts": counts["attempts"],
-                "duplicates": counts["duplicates"], "valid": driver["valid"],
-                "invalid_reasons": driver["invalid_reasons"],
-                "lateness_p99_s": late["p99"], "cpu_percent": driver["cpu"]["percent_mean"],
-                "out": str(out)})
-    return driver
+    return L.finish(out, df, driver, mode="stream", quiet=quiet,
+                    duplicates=counts["duplicates"])

@@ -192,3 +192,36 @@ def test_driver_record_validity_open_and_closed_loop():
                           max_lateness_s=None, extra=["Locust disagrees"])
     assert not cut["valid"] and not cut["complete"] and cut["interrupted"]
     assert cut["invalid_reasons"] == ["Locust disagrees", "interrupted by signal 15"]
+
+
+def test_driver_lines_and_outputs_are_written_once_for_both_drivers(tmp_path, capsys):
+    """The start line, the once-a-second progress line and the final line, and driver.json: one
+    writer (loadgen.ledger) for both drivers, so the bench reads the same fields from each."""
+    import json
+
+    from loadgen import ledger as L
+    from loadgen import record
+
+    clock = L.Clock()
+    L.start_line("stream", "r", clock)
+    beat = L.Heartbeat(L.CpuMeter(), warmup_s=1.0, duration_s=2.0)
+    beat(0.5, 3, 1, 0, 2)
+    beat(1.5, 5, 4, 1, 0)
+    L.Heartbeat(L.CpuMeter(), 1.0, 2.0, quiet=True)(3.5, 5, 5, 0, 0)   # samples, prints nothing
+    row = record.Attempt("r", "stream", "r-0", 1, 1, 0.0, 0.0, 0.1, 0.2, "ok", None, None, 0)
+    df = record.to_frame([row])
+    counts = L.check_accounting(df, {"r-0"})
+    driver = {**L.driver_record(mode="stream", run_id="r", scenario="s", clock=clock, stop_s=1.0,
+                                interrupted=[], lateness=L.dist([0.001]), saturated=0,
+                                p99_bound_s=0.02, max_lateness_s=1.0, settings={}),
+              "counts": counts, "lateness_s": L.dist([0.001]), "cpu": L.CpuMeter().summary()}
+    assert L.finish(tmp_path, df, driver, mode="stream", duplicates=0) is driver
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x.get("event") for x in lines] == ["start", None, None, "final"]
+    assert lines[0]["t0_epoch"] == clock.t0_epoch
+    assert [x["phase"] for x in lines[1:3]] == ["warmup", "measure"]
+    fin = lines[-1]
+    assert list(fin)[:7] == ["event", "mode", "sent", "ok", "failed", "attempts", "duplicates"]
+    assert (fin["sent"], fin["ok"], fin["valid"], fin["out"]) == (1, 1, True, str(tmp_path))
+    assert json.loads((tmp_path / "driver.json").read_text())["counts"]["requests"] == 1
+    assert len(record.read(tmp_path / "requests.parquet")) == 1

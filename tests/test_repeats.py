@@ -19,7 +19,7 @@ from analysis.rundir import load_run  # noqa: E402
 from analysis.summary import (analyse, build_summary, repeats_table,  # noqa: E402
                               summary_markdown)
 
-FIGURES = {f"{m}.{f}" for m in ("rest", "stream") for f in rp.MODE_FIGURES} | \
+FIGURES = {f"{m}.{f}" for m in ("rest", "stream") for f in rp.mode_figures()} | \
     {"stream/rest.reviews_per_s"}
 
 
