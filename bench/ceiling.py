@@ -431,10 +431,16 @@ def analyse_phase(out: Path, mode: str, warmup_s: float, duration_s: float) -> d
     if cpu_path.exists():
         cpu = pd.read_csv(cpu_path)
         cpu_means = mx.cpu_means(mx.cpu_by_role(cpu), window)
+    from analysis import repeats as rp
+
+    # the window's spread: reviews/s of each of its equal slices, and the median's interval
+    slices = mx.slice_headlines(table, window, rp.window_count(duration_s))
+    lo, hi = rp.bootstrap_ci([s["reviews_per_s"] for s in slices])
     return {
         "sent": m.counts.sent, "ok": m.counts.ok, "failed": m.counts.failed,
         "error_rate": m.error_rate, "error_kinds": m.error_kinds,
         "ok_per_s": m.successful_throughput, "reviews_per_s": m.reviews_per_s,
+        "reviews_per_s_ci95": [lo, hi],
         "latency_ms": {k: getattr(m.latency_ms, k) for k in ("p50", "p90", "p99", "max")},
         "service_latency_ms": {k: getattr(m.service_latency_ms, k) for k in ("p50", "p99")},
         "throughput_cv": m.throughput_cv,
@@ -508,6 +514,9 @@ def run_variant(v: Variant, run_dir: Path, opts: Options, progress: Progress,
         "complete": meta["complete"],
     }
     lat = half["latency_ms"] if half else {}
+    batched = float(ceiling["batched_reviews_per_s"])
+    extra["efficiency_ci95"] = [_round(efficiency(x, batched), 4)
+                                for x in sat.get("reviews_per_s_ci95") or (None, None)]
     per_cpu = (ceiling.get("reviews_per_cpu_s_by_batch") or {}).get(str(ceiling["best_batch"]))
     extra["per_cpu_second"] = per_cpu_second(rps, sat["cpu"].get("service"), per_cpu)
     entry = variant_summary(v.name, reviews_per_s=rps, p50_ms=lat.get("p50"),
@@ -548,7 +557,8 @@ def render_tables(summary: Mapping[str, Any]):
              f"{_f(c['batched_reviews_per_s'], ',.0f')} reviews/s batched (batch {c['best_batch']}), "
              f"{_f(c['batch1_reviews_per_s'], ',.0f')} at batch 1")
     t = Table(title=title, title_justify="left")
-    for col, j in (("variant", "left"), ("reviews/s", "right"), ("efficiency", "right"),
+    for col, j in (("variant", "left"), ("reviews/s", "right"),
+                   ("efficiency (95 % interval)", "right"),
                    ("overhead µs/review", "right"), ("p50 ms at ½", "right"),
                    ("p99 ms at ½", "right"), ("service CPU %", "right"),
                    ("eff. per CPU-s", "right"), ("bottleneck", "left")):
@@ -560,8 +570,11 @@ def render_tables(summary: Mapping[str, Any]):
         else:
             bott = {"service": "service", "driver_or_broker": "driver/broker"}.get(
                 v.get("bottleneck"), "-")
+        ci = v.get("efficiency_ci95") or [None, None]
+        eff = _f(v["efficiency"], ".2f") + (f" ({ci[0]:.2f}–{ci[1]:.2f})"
+                                           if None not in ci else "")
         t.add_row(v.get("label", name), _f(v["reviews_per_s"], ",.0f"),
-                  _f(v["efficiency"], ".2f"), _f(v["overhead_us_per_review"], ",.0f"),
+                  eff, _f(v["overhead_us_per_review"], ",.0f"),
                   _f(lat.get("p50"), ".2f"), _f(lat.get("p99"), ".2f"),
                   _f(v["service_cpu"], ".0f"),
                   _f((v.get("per_cpu_second") or {}).get("efficiency"), ".2f"), bott)

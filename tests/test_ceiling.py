@@ -272,6 +272,8 @@ def test_analyse_phase_reviews_per_s_latency_and_cpu(tmp_path):
     assert r["latency_ms"]["p50"] == pytest.approx(12.0)   # 8, 12, 16, 20 ms: nearest rank
     assert r["latency_ms"]["max"] == pytest.approx(20.0)
     assert r["cpu"] == {"driver": 45.0, "service": 97.0}
+    # two 1 s slices of the window, 20 reviews/s each: the median's interval is that
+    assert r["reviews_per_s_ci95"] == pytest.approx([20.0, 20.0])
 
 
 def test_core_sampler_busy_percent():
