@@ -179,9 +179,10 @@ class Contract:
                 pass          # find the culprit for the message
         return [{"id": i, **self.fields(a)} for i, a in zip(ids, answers)]
 
-    def not_json(self, answers: Sequence[Any], error: Exception) -> ModelFault:
-        """The fault for answers that orjson could not encode: which one, and why."""
-        for i, a in enumerate(answers):
+    def not_json(self, answers: Sequence[Any], error: Exception, start: int = 0) -> ModelFault:
+        """The fault for answers that orjson could not encode: which one (numbered from
+        ``start``: its input's place in the call), and why."""
+        for i, a in enumerate(answers, start):
             try:
                 orjson.dumps(a)
             except (orjson.JSONEncodeError, TypeError) as e:
