@@ -267,7 +267,7 @@ def _log_faults(faults: list[ModelFault], batch_fault: ModelFault | None, n: int
     if batch_fault is not None:
         log.warning("%s on a batch of %d; answered one by one: %d of them dead-lettered as "
                     "model_error%s", batch_fault, n, len(faults),
-                    f" (first: {faults[0]})" if faults else "")
+                    f" (the first {faults[0].detail})" if faults else "")
     else:
         log.warning("%s; %d of %d input(s) dead-lettered as model_error", faults[0],
                     len(faults), n)
