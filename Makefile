@@ -13,6 +13,22 @@ export RVS_DATA_DIR ?= $(DATA)
 BROKER ?= kafka
 export RVS_BROKER ?= $(BROKER)
 
+# Bring your own model and payloads, and a synthetic model cost (README "Bring your own model"):
+# MODEL=package.module:factory (default: the IMDB model, which `make model` trains; another model
+# is not trained, only checked), PAYLOAD=file.jsonl|csv|parquet and PAYLOAD_COLUMN=text (or * for
+# whole rows) for every scenario's inputs, COST_US=µs of CPU added per input (labelled synthetic;
+# a comma list such as 0,250,1000,4000 is an axis, for `make verdict`). Passed on as RVS_*.
+MODEL          ?=
+PAYLOAD        ?=
+PAYLOAD_COLUMN ?=
+COST_US        ?=
+export RVS_MODEL          := $(or $(MODEL),$(RVS_MODEL))
+export RVS_PAYLOAD        := $(if $(PAYLOAD),$(abspath $(PAYLOAD)),$(RVS_PAYLOAD))
+export RVS_PAYLOAD_COLUMN := $(or $(PAYLOAD_COLUMN),$(RVS_PAYLOAD_COLUMN))
+export RVS_COST_US        := $(or $(COST_US),$(RVS_COST_US))
+# the IMDB model is trained only when no other model is named
+OWN_MODEL := $(filter-out imdb-tfidf,$(RVS_MODEL))
+
 SCENARIO ?=
 TARGET   ?= local
 RUN      ?= results/latest
@@ -21,8 +37,8 @@ HEAD     ?= results/latest
 PYTEST_ARGS ?=
 CEILING_ARGS ?=
 
-.PHONY: help setup system venv kafka model test test-fast bench bench-full report compare ceiling \
-        capacity up down compose-check clean
+.PHONY: help setup system venv kafka model payload test test-fast bench bench-full report compare \
+        ceiling capacity up down compose-check clean
 
 help:
 	@echo "make bench            run the default scenarios on the embedded stack, then report"
@@ -30,6 +46,8 @@ help:
 	@echo "make bench-full       run every shipped scenario"
 	@echo "make test             set up and run the whole test suite"
 	@echo "make model            train the model artifact (DATA=folder with train/test.csv.gz)"
+	@echo "make bench MODEL=pkg.mod:factory PAYLOAD=file.jsonl COST_US=1000"
+	@echo "                      your own model, your own inputs, a synthetic cost per input"
 	@echo "make report RUN=dir   rebuild a run's report from its folder"
 	@echo "make compare BASE=x HEAD=y   regression verdict for CI"
 	@echo "make ceiling          each variant's saturated throughput vs the model ceiling"
@@ -68,7 +86,17 @@ kafka: venv
 	@if [ "$(BROKER)" = kafka ]; then $(PY) -m services.kafka fetch; fi
 
 model: venv
+ifeq ($(OWN_MODEL),)
 	@$(PY) -m services.model.train --if-stale
+else
+	@echo "MODEL=$(OWN_MODEL): the IMDB model is not trained"
+endif
+	@if [ -n "$(OWN_MODEL)$(RVS_COST_US)" ]; then $(PY) -m services.model.check; fi
+
+# A payload file named with PAYLOAD=: checked before anything runs (one line if it can't serve).
+payload: venv
+	@if [ -n "$(RVS_PAYLOAD)" ]; then \
+	  $(PY) -m loadgen.payload_file check "$(RVS_PAYLOAD)" --column "$(or $(RVS_PAYLOAD_COLUMN),text)"; fi
 
 test: setup model
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -77,10 +105,10 @@ test: setup model
 test-fast: venv
 	$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
 
-bench: setup model
+bench: setup model payload
 	$(PY) -m bench run $(if $(SCENARIO),$(SCENARIO),--default) --target $(TARGET) $(if $(REPEAT),--repeat $(REPEAT))
 
-bench-full: setup model
+bench-full: setup model payload
 	$(PY) -m bench run --all --target $(TARGET)
 
 report: venv
@@ -89,7 +117,7 @@ report: venv
 compare: venv
 	$(PY) -m analysis compare $(BASE) $(HEAD)
 
-ceiling: setup model
+ceiling: setup model payload
 	$(PY) -m bench ceiling $(CEILING_ARGS)
 
 capacity: setup

@@ -413,17 +413,46 @@ def _pairs(ctx: _Ctx, v: Any, path: str, what: str, *, integer_second: bool,
 # ---------------------------------------------------------------------------------------------
 # sections
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FilePayload(Payload):
+    """``payload: {source: file, path: F, column: text}``: the user's own inputs, read and sampled
+    by loadgen/payload_file.py (``column: "*"``: whole rows). ``RVS_PAYLOAD`` (``make bench
+    PAYLOAD=F``, with ``RVS_PAYLOAD_COLUMN``) makes every scenario's payload this file, keeping
+    its sample and seed. The path is recorded absolute (a relative one is from the cwd)."""
+    path: str = ""
+    column: str = "text"
+
+
 def _payload(ctx: _Ctx, v: Any) -> Payload:
-    d = _mapping(ctx, v, "payload", ("source", "split", "sample", "seed", "text_bytes"))
+    import os  # noqa: PLC0415
+
+    d = _mapping(ctx, v, "payload", ("source", "split", "sample", "seed", "text_bytes", "path",
+                                     "column"))
     base = Payload()
-    return Payload(
-        source=_choice(ctx, d, "source", "payload", base.source, SOURCES),
-        split=_choice(ctx, d, "split", "payload", base.split, SPLITS),
-        sample=_num(ctx, d, "sample", "payload", base.sample, lo=1, hi=1_000_000, integer=True),
-        seed=_num(ctx, d, "seed", "payload", base.seed, lo=0, integer=True),
-        text_bytes=_num(ctx, d, "text_bytes", "payload", base.text_bytes, lo=1, hi=10_000_000,
-                        integer=True),
-    )
+    env = os.environ.get("RVS_PAYLOAD", "").strip()
+    source = "file" if env else _choice(ctx, d, "source", "payload", base.source,
+                                        (*SOURCES, "file"))
+    sample = _num(ctx, d, "sample", "payload", base.sample, lo=1, hi=1_000_000, integer=True)
+    seed = _num(ctx, d, "seed", "payload", base.seed, lo=0, integer=True)
+    if source != "file":
+        for k in ("path", "column"):
+            if k in d:
+                raise ctx.err(f"payload.{k}", "is for source: file only")
+        return Payload(
+            source=source, split=_choice(ctx, d, "split", "payload", base.split, SPLITS),
+            sample=sample, seed=seed,
+            text_bytes=_num(ctx, d, "text_bytes", "payload", base.text_bytes, lo=1,
+                            hi=10_000_000, integer=True))
+    path = env or d.get("path")
+    column = (os.environ.get("RVS_PAYLOAD_COLUMN", "").strip() if env else d.get("column")) \
+        or "text"
+    if not isinstance(path, str) or not path.strip():
+        raise ctx.err("payload.path", "source: file needs the path of a .jsonl, .csv or .parquet "
+                                      f"file; got {path!r}")
+    if not isinstance(column, str):
+        raise ctx.err("payload.column", f"must be a column name or '*', got {column!r}")
+    return FilePayload(source="file", sample=sample, seed=seed,
+                       path=str(Path(path).expanduser().resolve()), column=column)
 
 
 def _workload(ctx: _Ctx, v: Any) -> Workload:

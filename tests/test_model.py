@@ -311,7 +311,7 @@ def test_pickled_weights_are_never_executed(tiny_artifact, tiny_fit, tmp_path):
 def test_factory_spec(tmp_path, monkeypatch):
     (tmp_path / "my_plug_model.py").write_text(
         "class M:\n"
-        "    info = {'name': 'const'}\n"
+        "    info = {'name': 'const', 'version': '1', 'max_batch': 8, 'batch_wait_ms': 0}\n"
         "    def predict_batch(self, texts):\n"
         "        return [(1, 0.75) for _ in texts]\n"
         "def make():\n    return M()\n"

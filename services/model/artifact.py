@@ -44,6 +44,11 @@ REQUIRED_INFO: dict[str, type | tuple[type, ...]] = {
     "cost_us_per_prediction": dict,
 }
 REQUIRED_COST = ("batch1_median", "batched_median")
+#: What the IMDB model declares under the model contract (services/model/contract.py): the
+#: largest batch the harness sends (REST's max_batch), Faust's batch timer, (label, score) answers.
+#: Its version is the training time and the weights' hash, set when it is loaded.
+CONTRACT: dict[str, Any] = {"max_batch": 2000, "batch_wait_ms": 5.0, "input": "text",
+                            "answer_fields": ["label", "score"]}
 
 
 class ModelError(RuntimeError):
@@ -151,6 +156,7 @@ def load_artifact(art_dir: str | os.PathLike | None = None) -> TfidfLogisticMode
     info["artifact"] = {"dir": str(folder.resolve()), "weights_sha256": doc["weights"]["sha256"]}
     info["classifier"] = doc["classifier"]
     info["transform"] = "lean (same results as sklearn TfidfVectorizer + LogisticRegression)"
+    info.update(CONTRACT, version=f"{info['created_utc']} {doc['weights']['sha256'][:12]}")
     return TfidfLogisticModel(
         terms, arrays["idf"], arrays["coef"], float(arrays["intercept"][0]), info=info
     )

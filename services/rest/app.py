@@ -1,9 +1,15 @@
 """The Flask app: ``POST /predict`` (one review or a batch), ``GET /healthz``, ``GET /openapi.json``.
 
 Every answer is JSON. Bad input is a 400 (or 413 for a body over the limit) with ``{"error": ...}``
-and never reaches the model; the model call is the only place a 500 can come from, and that one
-is logged. orjson parses and writes the bodies (it also rejects invalid UTF-8, lone surrogates,
-NaN and nesting deeper than 1024).
+and never reaches the model; the model call is the only place a 500 can come from: a model that
+raises, answers a different number of inputs or answers something that is not JSON
+(services/model/contract.py) gets a 500 whose error names the model and the problem, the header
+``X-RVS-Error: model_error/<problem>``, and one line in the service log. orjson parses and writes
+the bodies (it also rejects invalid UTF-8, lone surrogates, NaN and nesting deeper than 1024).
+
+Inputs are ``"text"`` strings; a model that declares ``input: "json"`` also takes ``"input"``, any
+JSON value. Answers are ``{"id", "label", "score"}`` for a model that declares those
+``answer_fields`` (the IMDB one), else ``{"id", "answer"}``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from services.model.contract import REASON, Contract, ModelFault, as_fault, call
 from services.rest import openapi
 from services.rest.settings import RestSettings
 from services.worker_id import REST_HEADER, worker_id
@@ -25,12 +32,14 @@ from services.worker_id import REST_HEADER, worker_id
 log = logging.getLogger("services.rest")
 
 JSON = "application/json"
+#: Response header of a model failure: ``model_error/<problem>`` (a driver can count by it).
+ERROR_HEADER = "X-RVS-Error"
 
 
 class Predictor(Protocol):
     info: dict
 
-    def predict_batch(self, texts: list[str]) -> list[tuple[int, float]]: ...
+    def predict_batch(self, inputs: list) -> list: ...
 
 
 class BadInput(ValueError):
@@ -45,19 +54,23 @@ def error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
-def _check_instance(obj: Any, where: str, s: RestSettings) -> tuple[str | int, str]:
+def _check_instance(obj: Any, where: str, s: RestSettings,
+                    json_input: bool = False) -> tuple[str | int, Any]:
     if not isinstance(obj, dict):
         raise BadInput(f"{where} must be a JSON object with 'id' and 'text', "
                        f"not {type(obj).__name__}")
     if "id" not in obj:
         raise BadInput(f"{where}: 'id' is missing")
+    if json_input and "input" in obj:
+        if "text" in obj:
+            raise BadInput(f"{where}: send either 'text' or 'input', not both")
+        rid = _check_id(obj["id"], where, s)
+        if obj["input"] is None:
+            raise BadInput(f"{where}: 'input' is null")
+        return rid, obj["input"]
     if "text" not in obj:
-        raise BadInput(f"{where}: 'text' is missing")
-    rid, text = obj["id"], obj["text"]
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        raise BadInput(f"{where}: 'id' must be a string or an integer, not {type(rid).__name__}")
-    if isinstance(rid, str) and not (0 < len(rid) <= s.max_id_chars):
-        raise BadInput(f"{where}: 'id' must be 1..{s.max_id_chars} characters")
+        raise BadInput(f"{where}: 'text' is missing" + (" (or 'input')" if json_input else ""))
+    rid, text = _check_id(obj["id"], where, s), obj["text"]
     if not isinstance(text, str):
         raise BadInput(f"{where}: 'text' must be a string, not {type(text).__name__}")
     if not text or text.isspace():
@@ -68,7 +81,16 @@ def _check_instance(obj: Any, where: str, s: RestSettings) -> tuple[str | int, s
     return rid, text
 
 
-def parse_body(body: bytes, s: RestSettings) -> tuple[list[str | int], list[str]]:
+def _check_id(rid: Any, where: str, s: RestSettings) -> str | int:
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise BadInput(f"{where}: 'id' must be a string or an integer, not {type(rid).__name__}")
+    if isinstance(rid, str) and not (0 < len(rid) <= s.max_id_chars):
+        raise BadInput(f"{where}: 'id' must be 1..{s.max_id_chars} characters")
+    return rid
+
+
+def parse_body(body: bytes, s: RestSettings, json_input: bool = False
+               ) -> tuple[list[str | int], list[Any]]:
     """Body bytes -> (ids, texts), or BadInput with a message a client can act on."""
     if not body:
         raise BadInput("empty body (or no Content-Length): send {\"id\", \"text\"} or "
@@ -91,13 +113,13 @@ def parse_body(body: bytes, s: RestSettings) -> tuple[list[str | int], list[str]
         if len(inst) > s.max_batch:
             raise BadInput(f"batch of {len(inst)} instances is over the limit of {s.max_batch}")
         ids: list[str | int] = []
-        texts: list[str] = []
+        texts: list[Any] = []
         for i, obj in enumerate(inst):
-            rid, text = _check_instance(obj, f"instances[{i}]", s)
+            rid, text = _check_instance(obj, f"instances[{i}]", s, json_input)
             ids.append(rid)
             texts.append(text)
         return ids, texts
-    rid, text = _check_instance(doc, "body", s)
+    rid, text = _check_instance(doc, "body", s, json_input)
     return [rid], [text]
 
 
@@ -115,7 +137,9 @@ def create_app(predictor: Predictor | None = None, settings: RestSettings | None
     model = predictor if predictor is not None else (loader or _load_default_predictor)()
     load_s = time.perf_counter() - t0
     info = dict(getattr(model, "info", {}) or {})
-    model_name = str(info.get("name", type(model).__name__))
+    contract = Contract.of_info(info, type(model).__name__)
+    model_name = contract.name
+    json_input = contract.input == "json"
     predict_batch = model.predict_batch
     max_body = s.max_body_bytes
 
@@ -141,22 +165,26 @@ def create_app(predictor: Predictor | None = None, settings: RestSettings | None
             except RequestEntityTooLarge:
                 return error(413, f"body is over the limit of {max_body} bytes")
         try:
-            ids, texts = parse_body(body, s)
+            ids, inputs = parse_body(body, s, json_input)
         except BadInput as e:
             return error(400, str(e))
         try:
-            out = predict_batch(texts)
-            if len(out) != len(texts):
-                raise RuntimeError(f"model returned {len(out)} predictions for {len(texts)} texts")
-            preds = [{"id": rid, "label": int(label), "score": float(score)}
-                     for rid, (label, score) in zip(ids, out, strict=True)]
-        except Exception:
-            log.exception("model call failed for a batch of %d", len(texts))
-            return error(500, "the model failed on this request; see the service log")
+            out = call(predict_batch, contract, inputs)
+            try:
+                answer = orjson.dumps({"predictions": contract.render(ids, out)})
+            except orjson.JSONEncodeError as e:
+                raise contract.not_json(out, e) from None
+        except Exception as e:  # noqa: BLE001 — every model failure is a ModelFault here
+            return model_failed(as_fault(e, contract), len(inputs))
         # which worker answered (<host>/<pid>, cached per process: right also without lazy-apps),
         # so the driver can count the workers that served a run
-        return Response(orjson.dumps({"predictions": preds}), mimetype=JSON,
-                        headers={REST_HEADER: worker_id()})
+        return Response(answer, mimetype=JSON, headers={REST_HEADER: worker_id()})
+
+    def model_failed(fault: ModelFault, n: int) -> Response:
+        log.error("model call failed on a batch of %d: %s", n, fault)
+        resp = error(500, f"the model failed on this request: {fault}")
+        resp.headers[ERROR_HEADER] = f"{REASON}/{fault.problem}"
+        return resp
 
     api_doc = orjson.dumps(openapi.spec(s))
 

@@ -4,9 +4,15 @@ Split like Faust's own examples: :func:`build_app` makes the ``faust.App`` and i
 :func:`build_agent` adds the agent; the per-message logic (:func:`parse_request`,
 :func:`process_records`, the record encoders) is plain Python, unit-tested without a broker.
 
-Wire format (docs/CONTRACTS.md): request value JSON ``{"id", "text", "sent_at"}`` (key = id) ->
-prediction value ``{"id", "label", "score", "sent_at", "served_at"}`` (key = id). Topics use raw
-bytes codecs; we decode/encode with orjson ourselves (Faust's JSON codec + models cost more).
+Wire format (docs/CONTRACTS.md): request value JSON ``{"id", "text", "sent_at"}`` (key = id; a
+model that declares ``input: "json"`` also takes ``"input"``, any JSON value, instead of
+``"text"``) -> prediction value ``{"id", "label", "score", "sent_at", "served_at"}`` for a model
+that declares those ``answer_fields`` (the IMDB one), else ``{"id", "answer", "sent_at",
+"served_at"}`` (key = id). A model that raises, answers a different number of inputs or answers
+something that is not JSON (services/model/contract.py) sends the inputs concerned to the DLQ as
+``model_error`` with the ``problem`` and the ``model`` named, and one line in the log per batch.
+Topics use raw bytes codecs; we decode/encode with orjson ourselves (Faust's JSON codec + models
+cost more).
 Every prediction and DLQ record carries the header ``rvs-worker: <hostname>/<pid>``
 (:func:`worker_headers`), so the driver can tell how many workers answered.
 
@@ -42,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from services.model.contract import Contract, ModelFault, call, contract_of
 from services.sticky import STICKY_PERIOD_S, sticky_partition
 from services.stream.settings import StreamSettings
 from services.stream.take import take_ready
@@ -49,7 +56,7 @@ from services.worker_id import STREAM_HEADER, worker_id
 
 log = logging.getLogger("services.stream")
 
-PredictBatch = Callable[[list[str]], Sequence[tuple[int, float]]]
+PredictBatch = Callable[[list], Sequence[Any]]
 
 #: Raw bytes kept in a DLQ record (base64); larger originals are truncated and flagged.
 DLQ_ORIGINAL_MAX_BYTES = 65_536
@@ -57,7 +64,7 @@ DLQ_ORIGINAL_MAX_BYTES = 65_536
 #: DLQ reasons (``reason`` field of a DLQ record).
 REASONS = ("empty_message", "too_large", "not_json", "not_object", "missing_id", "bad_id",
            "missing_text", "bad_text", "empty_text", "text_too_large", "bad_sent_at",
-           "model_error")
+           "missing_input", "bad_input", "model_error")
 
 
 class BadRequest(ValueError):
@@ -89,8 +96,11 @@ class Record:
 
 
 # -- per-message logic (pure) ---------------------------------------------------------------------
-def parse_request(raw: bytes | None, limits: Limits = Limits()) -> tuple[str, str, float | None]:
-    """``(id, text, sent_at)`` of a request value, or :class:`BadRequest` saying why not."""
+def parse_request(raw: bytes | None, limits: Limits = Limits(), json_input: bool = False
+                  ) -> tuple[str, Any, float | None]:
+    """``(id, text, sent_at)`` of a request value, or :class:`BadRequest` saying why not. With
+    ``json_input`` (a model that declares ``input: "json"``) ``"input"``, any JSON value but null,
+    may stand instead of ``"text"``: ``(id, input, sent_at)``."""
     if not raw:
         raise BadRequest("empty_message", "message has no value")
     if len(raw) > limits.max_message_bytes:
@@ -108,8 +118,12 @@ def parse_request(raw: bytes | None, limits: Limits = Limits()) -> tuple[str, st
         raise BadRequest("missing_id", 'no "id"')
     if not isinstance(rid, str) or not rid:
         raise BadRequest("bad_id", f'"id" must be a non-empty string, got {type(rid).__name__}')
+    if json_input and "input" in obj:
+        return rid, _json_input(obj, rid), _sent_at(obj, rid)
     text = obj.get("text")
     if text is None:
+        if json_input:
+            raise BadRequest("missing_input", 'no "text" or "input"', rid)
         raise BadRequest("missing_text", 'no "text"', rid)
     if not isinstance(text, str):
         raise BadRequest("bad_text", f'"text" must be a string, got {type(text).__name__}', rid)
@@ -118,23 +132,38 @@ def parse_request(raw: bytes | None, limits: Limits = Limits()) -> tuple[str, st
                                            f"{limits.max_text_chars}", rid)
     if not text.strip():
         raise BadRequest("empty_text", '"text" is empty or blank', rid)
+    return rid, text, _sent_at(obj, rid)
+
+
+def _json_input(obj: dict, rid: str) -> Any:
+    if "text" in obj:
+        raise BadRequest("bad_input", 'send either "text" or "input", not both', rid)
+    if obj["input"] is None:
+        raise BadRequest("missing_input", '"input" is null', rid)
+    return obj["input"]
+
+
+def _sent_at(obj: dict, rid: str) -> float | None:
     sent_at = obj.get("sent_at")
     if sent_at is not None and (isinstance(sent_at, bool) or not isinstance(sent_at, (int, float))):
         raise BadRequest("bad_sent_at", f'"sent_at" must be a number (epoch s), got '
                                         f"{type(sent_at).__name__}", rid)
-    return rid, text, sent_at
+    return sent_at
 
 
-def prediction_value(rid: str, label: int, score: float, sent_at: float | None,
+def prediction_value(rid: str, fields: dict[str, Any], sent_at: float | None,
                      served_at: float) -> bytes:
-    return orjson.dumps({"id": rid, "label": int(label), "score": float(score),
-                         "sent_at": sent_at, "served_at": served_at})
+    """``{"id", **fields, "sent_at", "served_at"}``; orjson.JSONEncodeError if ``fields`` holds
+    something that is not JSON."""
+    return orjson.dumps({"id": rid, **fields, "sent_at": sent_at, "served_at": served_at})
 
 
 def dlq_value(reason: str, detail: str, rec: Record, *, request_id: str | None = None,
-              failed_at: float | None = None) -> bytes:
+              failed_at: float | None = None, fault: ModelFault | None = None) -> bytes:
+    """A DLQ record; a model failure also names the ``problem`` and the ``model``."""
     raw = rec.value or b""
     kept = raw[:DLQ_ORIGINAL_MAX_BYTES]
+    extra = {"problem": fault.problem, "model": fault.model} if fault is not None else {}
     return orjson.dumps({
         "reason": reason,
         "detail": detail,
@@ -148,6 +177,7 @@ def dlq_value(reason: str, detail: str, rec: Record, *, request_id: str | None =
         "key": rec.key.decode("latin-1") if rec.key is not None else None,
         "id": request_id,
         "failed_at": failed_at if failed_at is not None else time.time(),
+        **extra,
     })
 
 
@@ -165,43 +195,82 @@ def process_records(records: Sequence[Record], predict_batch: PredictBatch,
     """Answer a batch: ``(predictions, dlq)``, each a list of ``(key, value)`` bytes.
 
     One model call for all good records; if it fails, each record is retried alone so one bad
-    text can't sink its batch, and the ones that still fail go to the DLQ as ``model_error``.
-    Never raises for bad input or a failing model.
+    input can't sink its batch, and the ones that still fail go to the DLQ as ``model_error``
+    (as does an answer that is not JSON or not the declared shape). Never raises for bad input
+    or a failing model; logs one line per batch the model failed on.
     """
-    good: list[tuple[str, str, float | None, Record]] = []
+    contract = contract_of(predict_batch)
+    json_input = contract.input == "json"
+    good: list[tuple[str, Any, float | None, Record]] = []
     dlq: Out = []
     for rec in records:
         try:
-            rid, text, sent_at = parse_request(rec.value, limits)
+            rid, inp, sent_at = parse_request(rec.value, limits, json_input)
         except BadRequest as e:
             dlq.append((rec.key, dlq_value(e.reason, e.detail, rec, request_id=e.request_id,
                                            failed_at=clock())))
             continue
-        good.append((rid, text, sent_at, rec))
+        good.append((rid, inp, sent_at, rec))
     preds: Out = []
     if not good:
         return preds, dlq
-    try:
-        results = predict_batch([g[1] for g in good])
-        if len(results) != len(good):
-            raise RuntimeError(f"predict_batch returned {len(results)} results for {len(good)} texts")
-    except Exception as e:  # noqa: BLE001
-        if len(good) == 1:
-            rid, _text, _s, rec = good[0]
-            dlq.append((rec.key, dlq_value("model_error", f"{type(e).__name__}: {e}", rec,
-                                           request_id=rid, failed_at=clock())))
-            return preds, dlq
-        log.warning("model failed on a batch of %d (%s: %s); retrying one by one",
-                    len(good), type(e).__name__, e)
-        for g in good:
-            p, d = process_records([g[3]], predict_batch, limits, clock)
-            preds.extend(p)
-            dlq.extend(d)
-        return preds, dlq
+    results, batch_fault = _predict(predict_batch, contract, [g[1] for g in good])
     served_at = clock()
-    for (rid, _text, sent_at, _rec), (label, score) in zip(good, results):
-        preds.append((rid.encode(), prediction_value(rid, label, score, sent_at, served_at)))
+    faults: list[ModelFault] = []
+    # the IMDB shape, a (label, score) pair, is every benchmark's hot path: one dict, no checks
+    f0, f1 = contract.answer_fields if contract.answer_fields and \
+        len(contract.answer_fields) == 2 else (None, None)
+    dumps = orjson.dumps
+    for i, ((rid, _inp, sent_at, rec), r) in enumerate(zip(good, results)):
+        if not isinstance(r, ModelFault):
+            try:
+                if f0 is not None and type(r) is tuple and len(r) == 2:
+                    value = dumps({"id": rid, f0: r[0], f1: r[1], "sent_at": sent_at,
+                                   "served_at": served_at})
+                else:
+                    value = prediction_value(rid, contract.fields(r), sent_at, served_at)
+                preds.append((rid.encode(), value))
+                continue
+            except ModelFault as f:
+                r = f
+            except orjson.JSONEncodeError as e:
+                r = contract.not_json([r], e, start=i)
+        faults.append(r)
+        dlq.append((rec.key, dlq_value(r.reason, str(r), rec, request_id=rid,
+                                       failed_at=clock(), fault=r)))
+    if faults or batch_fault:
+        _log_faults(faults, batch_fault, len(good))
     return preds, dlq
+
+
+def _predict(predict: PredictBatch, contract: Contract, inputs: list
+             ) -> tuple[list[Any], ModelFault | None]:
+    """Answers (or a :class:`ModelFault` each) for ``inputs``: one call; if it fails and there
+    is more than one input, one call per input. Also the batch call's fault, if any."""
+    try:
+        out = call(predict, contract, inputs)
+        return (out if isinstance(out, list) else list(out)), None
+    except ModelFault as f:
+        if len(inputs) == 1:
+            return [f], None
+        out = []
+        for x in inputs:
+            try:
+                out.extend(call(predict, contract, [x]))
+            except ModelFault as g:
+                out.append(g)
+        return out, f
+
+
+def _log_faults(faults: list[ModelFault], batch_fault: ModelFault | None, n: int) -> None:
+    """One line for a batch: what the model did, and how many inputs went to the DLQ."""
+    if batch_fault is not None:
+        log.warning("%s on a batch of %d; answered one by one: %d of them dead-lettered as "
+                    "model_error%s", batch_fault, n, len(faults),
+                    f" (the first {faults[0].detail})" if faults else "")
+    else:
+        log.warning("%s; %d of %d input(s) dead-lettered as model_error", faults[0],
+                    len(faults), n)
 
 
 # -- Faust ----------------------------------------------------------------------------------------
