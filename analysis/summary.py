@@ -101,6 +101,17 @@ def analyse(run: Run) -> RunAnalysis:
     return RunAnalysis(run, modes, ratios)
 
 
+def _model_line(info: Any) -> dict[str, Any] | None:
+    """The model as the reports name it: its name, version and a synthetic cost's label."""
+    if not isinstance(info, dict):
+        return None
+    out = {k: info.get(k) for k in ("name", "version") if info.get(k) is not None}
+    cost = info.get("synthetic_cost")
+    if isinstance(cost, dict) and cost.get("label"):
+        out["synthetic"] = cost["label"]
+    return out or None
+
+
 def baseline_of(meta: dict[str, Any], present: Any) -> str:
     """The mode every ratio is taken against: the scenario's first, else the first present."""
     order = mode_order(meta, list(present))
@@ -280,6 +291,7 @@ def build_summary(ra: RunAnalysis) -> dict[str, Any]:
         "notes": list(run.notes),
         "repeats": repeats_block(ra).to_dict(),
         "calibration": run.meta.get("calibration"),
+        "model": _model_line(run.meta.get("model")),
         **extras,
     })
 
@@ -485,6 +497,10 @@ def caveats(summary: dict[str, Any]) -> list[str]:
         out.append(f"{name}: {broker}'s CPU per answered request grew {d['ratio']:.1f}x from the "
                    f"first to the last third of the window ({d['first_cpu_percent']:.0f}% -> "
                    f"{d['last_cpu_percent']:.0f}% of a core): {why}.")
+    synthetic = (summary.get("model") or {}).get("synthetic")
+    if synthetic:
+        out.insert(0, f"the model was made costlier on purpose ({synthetic}): every figure is "
+                      "for a model that costly, not for the model itself.")
     return out + ceiling_caveats(summary) + core_noise_caveats(summary)
 
 

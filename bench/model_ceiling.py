@@ -78,6 +78,17 @@ def ceiling_record(tries: Sequence[Try], *, batch: int, cpus: Sequence[int],
     }
 
 
+def ceiling_inputs(payload: Any, n: int = N_TEXTS) -> list:
+    """The inputs the ceiling is measured on: the scenario's own payload (IMDB reviews, synthetic
+    texts or a user's file), repeated up to ``n``, so an efficiency compares like with like."""
+    from loadgen.payloads import load_texts
+
+    items = list(load_texts(payload))
+    if not items:
+        raise ValueError("the scenario's payload has no inputs to measure the model on")
+    return [items[i % len(items)] for i in range(n)]
+
+
 def mode_batch(mode: str, scenario: Any) -> int:
     """Reviews per model call as the deployment makes them (its kind says: one call per POST of
     ``workload.batch_size`` reviews, or ``take_max`` events when micro-batched, ...)."""
@@ -149,13 +160,10 @@ class ModeCeiling:
 
     def __init__(self, model: Any, scenario: Any, cpus: Sequence[int], say: Callable[[str], None],
                  *, tries: int = TRIES, try_s: float = TRY_S):
-        from services.model.data import sample_reviews
-
         self.model, self.scenario, self.say = model, scenario, say
         self.cpus = sorted(set(int(c) for c in cpus))
         self.tries, self.try_s = tries, try_s
-        self.texts, _ = sample_reviews(N_TEXTS, seed=scenario.payload.seed,
-                                       split=scenario.payload.split)
+        self.texts = ceiling_inputs(scenario.payload)
 
     def _measure(self, mode: str, batch: int, when: str) -> list[Try]:
         t = time.monotonic()

@@ -216,11 +216,10 @@ def _run_into(mode: str, scenario, folder: Path, meta: dict, opts: RunOptions,
 def measure_ceiling(model, scenario, placement: Placement, progress: Progress) -> dict:
     """The model's in-process throughput on the service's cores at batch 1 and its best batch
     size, each the best of short tries (``make ceiling``'s yardstick; bench/model_ceiling.py)."""
-    from bench.model_ceiling import measure_batched
+    from bench.model_ceiling import ceiling_inputs, measure_batched
     from services.model.bench import DEFAULT_BATCH_SIZES
-    from services.model.data import sample_reviews
 
-    texts, _ = sample_reviews(2000, seed=scenario.payload.seed, split=scenario.payload.split)
+    texts = ceiling_inputs(scenario.payload, 2000)
     progress.say("measuring the model ceiling on the service cores (best of 4 tries per batch "
                  "size) ...")
     out = dict(measure_batched(model, texts, placement.service or (), DEFAULT_BATCH_SIZES))

@@ -428,3 +428,17 @@ def test_summary_markdown_names_the_broker_and_its_cost():
     assert broker_lines(s) == ["stream: kafka 3.9.1: 1,200 CPU-ms per 1,000 answered requests "
                                "(12% of a core over the window)"]
     assert "- stream: kafka 3.9.1: 1,200 CPU-ms" in summary_markdown(s)
+
+
+def test_a_synthetic_model_cost_is_said_first_in_the_caveats():
+    from analysis.summary import _model_line, caveats
+
+    info = {"name": "imdb-tfidf", "version": "3", "synthetic_cost_us": 250,
+            "synthetic_cost": {"label": "synthetic: +250 µs of CPU per input"}}
+    line = _model_line(info)
+    assert line == {"name": "imdb-tfidf", "version": "3",
+                    "synthetic": "synthetic: +250 µs of CPU per input"}
+    out = caveats({"modes": {}, "model": line})
+    assert out and out[0].startswith("the model was made costlier on purpose (synthetic: +250")
+    assert not any("costlier" in c for c in caveats({"modes": {}, "model": _model_line(
+        {"name": "imdb-tfidf", "version": "3"})}))

@@ -75,7 +75,7 @@ def test_mode_ceiling_after_adds_its_tries_to_the_before_ones(monkeypatch):
     monkeypatch.setattr(data, "sample_reviews", lambda n, seed, split: (["x", "y"], None))
     said: list[str] = []
     core = sorted(os.sched_getaffinity(0))[0]
-    sc = SimpleNamespace(payload=SimpleNamespace(seed=1, split="test"),
+    sc = SimpleNamespace(payload=load_scenario("smoke").payload,
                          workload=SimpleNamespace(batch_size=5), service={})
     probe = mc.ModeCeiling(_CountingModel(), sc, [core], said.append, tries=2, try_s=0.01)
     before = probe.before("rest")
