@@ -10,6 +10,15 @@ from pathlib import Path
 def _report(args: argparse.Namespace) -> int:
     from .report import build_report
     from .summary import status_line
+    from .verdict_run import build_verdict_report, is_verdict
+
+    if is_verdict(args.run_dir):   # a make verdict folder: its own summary, chart and report
+        v = build_verdict_report(args.run_dir)
+        print(f"report:  {v.report}")
+        print(f"summary: {v.summary_json}  {v.summary_md}")
+        print(f"chart:   {v.chart}")
+        print(v.summary_md.read_text(), end="")
+        return 0
 
     files = build_report(args.run_dir, args.out)
     print(f"report:  {files.report}")
