@@ -199,6 +199,9 @@ class ModeFigures:
     #: the most CPU that processes other than the service took on its cores in any phase (% of
     #: one core): a shared machine makes every figure of this deployment pessimistic
     others_cpu: float | None = None
+    #: the service cores' busy % at saturation, whoever used them (the service, other
+    #: processes, interrupts): a full core means the core, not the worker, was the limit
+    core_busy: float | None = None
 
     def step_at(self, load: float, tol: float = 1e-6) -> Point | None:
         return next((p for p in self.steps if abs(p.load - load) <= tol), None)
@@ -219,6 +222,42 @@ class SloCapacity:
     @property
     def bracket(self) -> tuple[float | None, float | None]:
         return self.reviews_per_s, self.next_offered_reviews_per_s
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The model alone at the scenario's batch: one process on one core, then one process per
+    core on all of them at once (the best of a few short tries each). Whether the computation
+    scales with cores on this machine is what the plan's linear extrapolation rests on."""
+
+    batch: int
+    cores: int
+    one_core_reviews_per_s: float
+    all_cores_reviews_per_s: float
+
+    @property
+    def ratio(self) -> float | None:
+        return (self.all_cores_reviews_per_s / self.one_core_reviews_per_s
+                if self.one_core_reviews_per_s > 0 else None)
+
+    @property
+    def per_core(self) -> float | None:
+        """The ratio ÷ the cores: 1.0 is linear scaling."""
+        return self.ratio / self.cores if self.ratio is not None and self.cores else None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Scaling | None:
+        try:
+            return cls(int(d["batch"]), int(d["cores"]), float(d["one_core_reviews_per_s"]),
+                       float(d["all_cores_reviews_per_s"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def sentence(self) -> str:
+        return (f"the model alone at batch {self.batch} ran {self.all_cores_reviews_per_s:,.0f} "
+                f"reviews/s on {self.cores} cores (one process per core) against "
+                f"{self.one_core_reviews_per_s:,.0f} on one: {self.ratio:.2f}× for "
+                f"{self.cores}× the cores ({self.per_core:.0%} of linear)")
 
 
 def slo_capacity(m: ModeFigures, slo_p99_ms: float | None,
@@ -493,11 +532,15 @@ PLAN_ASSUMPTIONS = (
 
 
 def capacity_plan(figs: Sequence[ModeFigures], target_reviews_per_s: float,
-                  slo_p99_ms: float | None, max_error_rate: float | None) -> Plan:
+                  slo_p99_ms: float | None, max_error_rate: float | None,
+                  scaling: Scaling | None = None) -> Plan:
     plans = tuple(plan_mode(m, target_reviews_per_s, slo_p99_ms, max_error_rate) for m in figs)
     costed = [p for p in plans if p.total_cores]
     cheapest = min(costed, key=lambda p: p.total_cores).mode if costed else None
-    return Plan(target_reviews_per_s, slo_p99_ms, plans, cheapest, PLAN_ASSUMPTIONS)
+    measured = () if scaling is None or scaling.ratio is None else (
+        f"Measured here for the computation alone: {scaling.sentence()}; the services' own "
+        "scaling (connections, the broker, the network) was not.",)
+    return Plan(target_reviews_per_s, slo_p99_ms, plans, cheapest, PLAN_ASSUMPTIONS + measured)
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,33 +610,45 @@ def rule_stream(figs: Sequence[ModeFigures]) -> Rule:
     return Rule(RULE_STREAM, finding, text, fig)
 
 
-def rule_n_minus_1(figs: Sequence[ModeFigures]) -> Rule:
+def rule_n_minus_1(figs: Sequence[ModeFigures], scaling: Scaling | None = None) -> Rule:
     """One worker per core is the most a compute-bound worker can use; the −1 is the room
     left for what is not a worker."""
     if not figs:
         return Rule(RULE_N_MINUS_1, "not tested", "no deployment measured.", {})
-    fig = {m.mode: {"service_cpu": m.service_cpu, "broker_cpu": m.broker_cpu,
-                    "workers": m.workers, "service_cpus": m.service_cpus} for m in figs}
-    bound = [m for m in figs if (m.service_cpu or 0) >= COMPUTE_BOUND_CPU]
+    fig: dict[str, Any] = {m.mode: {"service_cpu": m.service_cpu, "broker_cpu": m.broker_cpu,
+                                    "workers": m.workers, "service_cpus": m.service_cpus}
+                           for m in figs}
+    if scaling is not None:
+        fig["scaling"] = {**asdict(scaling), "ratio": scaling.ratio, "per_core": scaling.per_core}
+    def full(m: ModeFigures) -> bool:
+        return (m.service_cpu or 0) >= COMPUTE_BOUND_CPU or (
+            m.core_busy is not None and m.core_busy >= COMPUTE_BOUND_CPU * m.service_cpus)
+
+    bound = [m for m in figs if full(m)]
     parts = [f"{label(m.mode)}'s {m.workers or '?'} worker(s) kept {_fmt(m.service_cpu)} % of "
-             f"{m.service_cpus} pinned core(s) busy at saturation" for m in figs]
+             f"{m.service_cpus} pinned core(s) busy at saturation"
+             + (f" (the core {_fmt(m.core_busy)} % busy in all: other processes took the rest)"
+                if m.core_busy is not None and (m.service_cpu or 0) < COMPUTE_BOUND_CPU
+                and full(m) else "") for m in figs]
     brokers = [f"{label(m.mode)}'s {m.broker or 'broker'} used {m.broker_cpu:.0f} % of another "
                "core" for m in figs if m.broker_cpu is not None]
     text = ("; ".join(parts) + ". "
-            + ("A compute-bound worker fills its core, so more workers than cores add nothing: "
-               "at most one worker per core. " if bound else
+            + ("The core was the limit, so more workers than cores add nothing: at most one "
+               "worker per core. " if bound else
                "No worker filled its core: something other than the worker's CPU limited it, "
                "so the rule's premise (a compute-bound worker) did not hold here. ")
             + ("What is not a worker needs CPU too: " + "; ".join(brokers) + ". " if brokers
                else "")
+            + (f"One worker per core scales: {scaling.sentence()}. "
+               if scaling is not None and scaling.ratio is not None else "")
             + "N−1 against N workers on N cores was not measured (on 2 cores the load generator "
               "and the broker need the second): the plan applies the rule, it does not test it.")
     finding = "partly supported" if bound else "not supported"
     return Rule(RULE_N_MINUS_1, finding, text, fig)
 
 
-def rules(figs: Sequence[ModeFigures]) -> list[Rule]:
-    return [rule_stream(figs), rule_n_minus_1(figs)]
+def rules(figs: Sequence[ModeFigures], scaling: Scaling | None = None) -> list[Rule]:
+    return [rule_stream(figs), rule_n_minus_1(figs, scaling)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,7 +690,8 @@ def _step_latency(p: Point | None) -> dict[str, float | None]:
 
 
 def verdict_block(figs: Sequence[ModeFigures], *, slo_p99_ms: float | None,
-                  max_error_rate: float | None, target_reviews_per_s: float) -> dict[str, Any]:
+                  max_error_rate: float | None, target_reviews_per_s: float,
+                  scaling: Scaling | None = None) -> dict[str, Any]:
     """summary.json's ``verdict``: regimes, capacity, plan and rules."""
     regs = regimes(figs, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)
     return {
@@ -643,8 +699,11 @@ def verdict_block(figs: Sequence[ModeFigures], *, slo_p99_ms: float | None,
         "slo": {"p99_ms": slo_p99_ms, "max_error_rate": max_error_rate},
         "regimes": [r.to_dict() for r in regs],
         "capacity": capacity_block(figs, slo_p99_ms, max_error_rate),
-        "plan": capacity_plan(figs, target_reviews_per_s, slo_p99_ms, max_error_rate).to_dict(),
-        "rules": [asdict(r) for r in rules(figs)],
+        "plan": capacity_plan(figs, target_reviews_per_s, slo_p99_ms, max_error_rate,
+                              scaling).to_dict(),
+        "scaling": None if scaling is None else {**asdict(scaling), "ratio": scaling.ratio,
+                                                 "per_core": scaling.per_core},
+        "rules": [asdict(r) for r in rules(figs, scaling)],
         "caveats": caveats(figs),
     }
 

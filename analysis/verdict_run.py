@@ -139,7 +139,7 @@ def mode_figures(run_dir: Path, mode: str, mm: Mapping[str, Any]) -> vd.ModeFigu
         broker_cpu=cpu.get("broker") if broker else None,
         broker=(f"{broker.get('name')} {broker.get('version') or ''}".strip()
                 if broker.get("name") else None),
-        others_cpu=max(others) if others else None)
+        others_cpu=max(others) if others else None, core_busy=cal.get("service_core_busy"))
 
 
 @dataclass
@@ -173,7 +173,8 @@ def build_summary(vr: VerdictRun, *, target_reviews_per_s: float | None = None,
     slo = slo_p99_ms if slo_p99_ms is not None else asked.get("slo_p99_ms")
     max_err = asked.get("max_error_rate")
     block = vd.verdict_block(vr.figures, slo_p99_ms=slo, max_error_rate=max_err,
-                             target_reviews_per_s=target)
+                             target_reviews_per_s=target,
+                             scaling=vd.Scaling.from_dict(vr.meta.get("scaling")))
     return mx.jsonable({
         "kind": KIND, "scenario": (vr.meta.get("scenario") or {}).get("name"),
         "complete": bool(vr.meta.get("complete")) and not vr.missing,

@@ -80,6 +80,7 @@ def saturate(dep, sup, sc, out: Path, run_id: str, placement, progress,
     record = {"ok": rec.get("ok"), "failed": rec.get("failed"),
               "service_cpu": (rec.get("cpu") or {}).get("service"), "cpu": rec.get("cpu"),
               "valid": rec.get("valid"), "reviews_per_s": rec.get("reviews_per_s"),
+              "service_core_busy": rec.get("service_core_busy"),
               "other_cpu_on_service_cores": rec.get("other_cpu_on_service_cores")}
     return cap, record
 

@@ -39,9 +39,11 @@ from services.procs import LaunchError, Supervisor
 
 #: The capacity plan's target when none is given (reviews/s).
 DEFAULT_TARGET_REVIEWS_PER_S = 10_000.0
-#: A stream deployment is saturated by at least this many events in flight (make ceiling's
-#: 16 clients × 64 events); a REST one by the scenario's calibration clients.
-STREAM_SATURATING_EVENTS = 1024
+#: A stream deployment is saturated by at least this many events in flight; a REST one by the
+#: scenario's calibration clients. 1,024 (make ceiling's 16 × 64) left a Faust worker at 40 % of
+#: its core here: each client waits for all its events, so the round trip idles the worker, and
+#: the 1.5x phase then served 1.55x that "capacity".
+STREAM_SATURATING_EVENTS = 4096
 #: The service counts as idle below this CPU (% of one core), for this long.
 IDLE_CPU = 20.0
 IDLE_FOR_S = 0.6
@@ -305,6 +307,31 @@ def run_deployment(mode: str, sc: Scenario, mode_dir: Path, opts: VerdictOptions
     save()
 
 
+def measure_scaling(model, sc: Scenario, placement: Placement, progress: Progress) -> dict | None:
+    """The model alone at the scenario's batch on one service core, then one process per usable
+    core at once (bench.model_ceiling's tries, best of 3 × 0.5 s each): does the computation
+    scale with cores here? What the capacity plan's linear extrapolation rests on (≈ 4 s)."""
+    import os
+
+    from bench.model_ceiling import best, measure_tries
+    from services.model.data import sample_reviews
+
+    cores = sorted(os.sched_getaffinity(0))
+    one = list(placement.service or cores[:1])[:1]
+    if len(cores) < 2:
+        return None
+    texts, _ = sample_reviews(2000, seed=sc.payload.seed, split=sc.payload.split)
+    batch = sc.workload.batch_size
+    r1 = best([t.reviews_per_s for t in measure_tries(model, texts, one, batch)])
+    rn = best([t.reviews_per_s for t in measure_tries(model, texts, cores, batch)])
+    if not r1 or not rn:
+        return None
+    progress.say(f"model alone at batch {batch}: {r1:,.0f} reviews/s on core {one[0]}, "
+                 f"{rn:,.0f} on cores {cores} ({rn / r1:.2f}×)")
+    return {"batch": batch, "cores": len(cores), "one_core_reviews_per_s": r1,
+            "all_cores_reviews_per_s": rn, "one_core": one, "all_cores": cores}
+
+
 # --------------------------------------------------------------------------------------------
 # The whole verdict
 
@@ -347,7 +374,12 @@ def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
                  f"({sc.workload.batch_size} reviews per operation), about {est / 60:.0f} min; "
                  f"plan for {opts.target_reviews_per_s:,.0f} reviews/s"
                  + (f" at p99 ≤ {slo:,.0f} ms" if slo else "") + f" -> {run_dir}")
-    meta["model"] = load_model().info
+    model = load_model()
+    meta["model"] = model.info
+    if opts.target == "local":   # the computation's own scaling with cores, before any load
+        meta["scaling"] = measure_scaling(model, sc, opts.placement, progress)
+    del model
+    save()
     try:
         for k, mode in enumerate(sc.modes, 1):
             progress.say(f"[bold]deployment {k} of {len(sc.modes)}: {mode}[/] "

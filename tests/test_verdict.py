@@ -179,6 +179,11 @@ def test_the_n_minus_1_rule_is_only_as_good_as_its_premise():
     starved = figs("rest", "rest", 4000.0, service_cpu=40.0)
     r = vd.rule_n_minus_1([starved])
     assert r.finding == "not supported" and "No worker filled its core" in r.text
+    # a core shared with other processes was still full: the core was the limit
+    import dataclasses
+    shared = dataclasses.replace(starved, core_busy=99.0)
+    r = vd.rule_n_minus_1([shared])
+    assert r.finding == "partly supported" and "other processes took the rest" in r.text
     assert "not measured" in vd.rule_n_minus_1([REST]).text
 
 
@@ -261,7 +266,7 @@ def test_phase_scenarios_scale_with_each_deployments_capacity():
     over = parse_scenario(bv.overload_scenario(sc, "rest", cap, 1.5, ph))
     assert over.arrival.clients == ((0.0, 300),) and over.client.retry.policy == "exponential"
     assert bv.overload_clients(cap, 3.0, limit=500) == 500
-    assert bv.saturating_clients("stream", 100, 4) == 11
+    assert bv.saturating_clients("stream", 100, 4) == 41
     assert bv.saturating_clients("rest", 100, 4) == 4
     sat = bv.saturate_scenario(sc, "stream", ph, 11)
     assert sat.calibration.mode == "stream" and sat.calibration.clients == 11
@@ -270,3 +275,17 @@ def test_phase_scenarios_scale_with_each_deployments_capacity():
 def test_the_default_verdict_fits_its_budget():
     est = bv.Phases().estimate_s(20) + bv.Phases().estimate_s(5)
     assert est < 10 * 60                           # <= 15 minutes with set-up and reports
+
+
+def test_the_measured_scaling_of_the_computation_is_stated_not_assumed():
+    sc = vd.Scaling(batch=100, cores=2, one_core_reviews_per_s=5000.0,
+                    all_cores_reviews_per_s=9000.0)
+    assert sc.ratio == pytest.approx(1.8) and sc.per_core == pytest.approx(0.9)
+    assert vd.Scaling.from_dict({"batch": 100, "cores": 2, "one_core_reviews_per_s": 5000,
+                                 "all_cores_reviews_per_s": 9000}) == sc
+    assert vd.Scaling.from_dict(None) is None and vd.Scaling.from_dict({"batch": 1}) is None
+    r = vd.rule_n_minus_1([REST], sc)
+    assert "1.80× for 2× the cores (90% of linear)" in r.text and r.figures["scaling"]["ratio"]
+    plan = vd.capacity_plan([REST], 10_000, 500, 0.01, sc)
+    assert any("Measured here" in a for a in plan.assumptions)
+    assert not any("Measured here" in a for a in vd.capacity_plan([REST], 10_000, 500, 0.01).assumptions)
