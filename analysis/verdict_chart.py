@@ -35,7 +35,10 @@ def fig_verdict(summary: Mapping[str, Any]) -> Figure | None:
         hi = [p["ci95"][1] if p["ci95"][1] is not None else yy for p, yy in zip(pts, y)]
         col = COLORS[mode]
         a_thr.fill_between(x, lo, hi, color=col, alpha=0.2, lw=0)
-        a_thr.plot(x, y, color=col, marker="o", lw=2, label=f"{LABELS[mode]}")
+        # solid: the open-loop steps; dashed: on to the batch-and-retry load (another loop)
+        k = sum(1 for p in pts if p["phase"] == "open")
+        a_thr.plot(x[:k], y[:k], color=col, marker="o", lw=2, label=f"{LABELS[mode]}")
+        a_thr.plot(x[max(0, k - 1):], y[max(0, k - 1):], color=col, marker="o", lw=2, ls="--")
         over = [p for p in pts if p["phase"] == "overload"]
         for p in over:
             a_thr.annotate(f"{100 * (p['error_rate'] or 0):.1f} % failed\n"
@@ -48,8 +51,9 @@ def fig_verdict(summary: Mapping[str, Any]) -> Figure | None:
             a_thr.plot([c["slo_load"]], [c["slo_reviews_per_s"]], marker="*", ms=13, color=col,
                        ls="none")
     a_thr.axvline(1.0, color="#777777", lw=0.8, ls="--")
-    a_thr.set_xlabel("offered load ÷ the deployment's own capacity  (open loop ≤ ~1×: rate; "
-                     "past it: batch-and-retry clients ÷ timeout fill)", fontsize=8)
+    a_thr.set_xlabel("offered load ÷ the deployment's own capacity  (solid: open-loop rate; "
+                     "dashed: batch-and-retry clients ÷ the clients that fill the timeout)",
+                     fontsize=8)
     a_thr.set_ylabel("successful reviews / s")
     a_thr.set_ylim(bottom=0)
     a_thr.set_xlim(left=0)
