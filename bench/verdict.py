@@ -54,10 +54,10 @@ class Phases:
     """How long each phase runs and at which loads (multiples of the deployment's capacity)."""
 
     saturate_warmup_s: float = 3.0
-    saturate_s: float = 8.0
+    saturate_s: float = 10.0
     open_loads: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1)
     open_warmup_s: float = 3.0
-    open_step_s: float = 8.0
+    open_step_s: float = 10.0
     open_drain_s: float = 15.0
     overload_loads: tuple[float, ...] = (1.5, 3.0)
     overload_warmup_s: float = 10.0
