@@ -34,6 +34,8 @@ BOOTSTRAP_MAX_VALUES = 5000
 SPARE_CORES = 1
 #: A worker that keeps its core this busy at saturation is compute-bound (its core is the limit).
 COMPUTE_BOUND_CPU = 90.0
+#: Scaling with cores at or above this share of linear counts as linear.
+LINEAR = 0.9
 #: Overload is "kept" when the deployment still serves this share of its capacity.
 KEPT_FRACTION = 0.9
 #: Two reviews/s within this fraction of each other are a tie whatever their interval (an open
@@ -257,7 +259,9 @@ class Scaling:
         return (f"the model alone at batch {self.batch} ran {self.all_cores_reviews_per_s:,.0f} "
                 f"reviews/s on {self.cores} cores (one process per core) against "
                 f"{self.one_core_reviews_per_s:,.0f} on one: {self.ratio:.2f}× for "
-                f"{self.cores}× the cores ({self.per_core:.0%} of linear)")
+                f"{self.cores}× the cores ({self.per_core:.0%} of linear"
+                + ("" if (self.per_core or 0) >= LINEAR else
+                   ": below linear, so core counts extrapolated linearly are a floor") + ")")
 
 
 def slo_capacity(m: ModeFigures, slo_p99_ms: float | None,
@@ -592,7 +596,7 @@ def rule_stream(figs: Sequence[ModeFigures]) -> Rule:
     graceful = ((fig["stream_kept"] or 0) >= KEPT_FRACTION and (s.error_rate or 0) <= 0.001
                 and ((fig["rest_kept"] or 0) < (fig["stream_kept"] or 0)
                      or (r.error_rate or 0) > (s.error_rate or 0)))
-    more = (fig["stream_over_rest_at_load"] or 0) > 1.0
+    more = (s.served or 0) > (r.served or 0)
     finding = ("supported" if graceful and more else "partly supported" if graceful or more
                else "not supported")
     text = (f"At {load:g}× capacity under batch-and-retry load the stream kept "
@@ -602,9 +606,14 @@ def rule_stream(figs: Sequence[ModeFigures]) -> Rule:
             f"{_fmt(r.retry_amplification, '{:.2f}')} attempts. "
             + ("The stream degrades gracefully, as the article says. " if graceful else
                "The stream did not degrade more gracefully than REST here. ")
-            + f"In reviews/s the stream served {_fmt(fig['stream_over_rest_at_load'], '{:.2f}')}× "
-              f"REST there and {_fmt(fig['stream_over_rest_saturated'], '{:.2f}')}× at saturation"
-            + (": it also serves more, the article's headline." if more else
+            + ("In reviews/s REST served nothing there, the stream "
+               f"{_fmt(s.served)}; at saturation the stream served "
+               if not r.served else "In reviews/s the stream served "
+               f"{_fmt(fig['stream_over_rest_at_load'], '{:.2f}')}× REST there and ")
+            + f"{_fmt(fig['stream_over_rest_saturated'], '{:.2f}')}× REST"
+            + (": past capacity it also serves more, the article's headline"
+               + ("; below it REST serves more per core (the plan)." if
+                  (fig["stream_over_rest_saturated"] or 0) < 1 else ".") if more else
                ": graceful overload, but not more throughput, on this model (a stream costs "
                "more CPU per review, so it needs more cores for the same rate: the plan)."))
     return Rule(RULE_STREAM, finding, text, fig)
@@ -639,7 +648,7 @@ def rule_n_minus_1(figs: Sequence[ModeFigures], scaling: Scaling | None = None) 
                "so the rule's premise (a compute-bound worker) did not hold here. ")
             + ("What is not a worker needs CPU too: " + "; ".join(brokers) + ". " if brokers
                else "")
-            + (f"One worker per core scales: {scaling.sentence()}. "
+            + (f"Scaling with cores, measured for the computation alone: {scaling.sentence()}. "
                if scaling is not None and scaling.ratio is not None else "")
             + "N−1 against N workers on N cores was not measured (on 2 cores the load generator "
               "and the broker need the second): the plan applies the rule, it does not test it.")
@@ -718,10 +727,11 @@ def caveats(figs: Sequence[ModeFigures]) -> list[str]:
             out.append(f"{label(m.mode)}: other processes took up to {m.others_cpu:.0f} % of its "
                        "service core(s) during a phase (a shared machine): its figures are "
                        "pessimistic; re-run on a quiet machine before trusting a margin.")
-        if m.service_cpu is not None and m.service_cpu < COMPUTE_BOUND_CPU:
+        if (m.service_cpu is not None and m.service_cpu < COMPUTE_BOUND_CPU
+                and (m.core_busy is None or m.core_busy < COMPUTE_BOUND_CPU * m.service_cpus)):
             out.append(f"{label(m.mode)}: its service used {m.service_cpu:.0f} % of its core at "
-                       "saturation: something else (the driver, the broker, other processes) "
-                       "limited it, so its capacity is a floor.")
+                       "saturation and its core was not full: something else (the driver, the "
+                       "broker, the network) limited it, so its capacity is a floor.")
     return out
 
 

@@ -351,16 +351,19 @@ class VerdictFiles:
     summary: dict[str, Any]
 
 
-def build_verdict_report(run_dir: str | Path, *, target_reviews_per_s: float | None = None,
+def build_verdict_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
+                         target_reviews_per_s: float | None = None,
                          slo_p99_ms: float | None = None) -> VerdictFiles:
-    """Write summary.json, summary.md, charts/verdict.png and report.html into the folder."""
+    """Write summary.json, summary.md, charts/verdict.png and report.html into the folder (or
+    ``out_dir``: another target or SLO planned from the same measurements, kept apart)."""
     from .charts import png_bytes
     from .verdict_chart import fig_verdict
 
     vr = load_verdict(run_dir)
     summary = build_summary(vr, target_reviews_per_s=target_reviews_per_s,
                             slo_p99_ms=slo_p99_ms)
-    out = vr.path
+    out = Path(out_dir) if out_dir else vr.path
+    out.mkdir(parents=True, exist_ok=True)
     js = out / "summary.json"
     js.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     md = out / "summary.md"

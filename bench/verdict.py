@@ -475,7 +475,7 @@ def options(argv: list[str]) -> VerdictOptions:
         placement=Placement.default(a.service_cpus, a.driver_cpus, a.broker_cpus),
         results=Path(a.results) if a.results else RESULTS, target=a.target, url=a.url,
         bootstrap=a.bootstrap,
-        command="python -m bench verdict " + " ".join(shlex.quote(x) for x in argv))
+        command=" ".join(["python -m bench verdict", *(shlex.quote(x) for x in argv)]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,6 +169,10 @@ def test_the_first_rule_holds_in_behaviour_and_in_throughput_separately():
     sturdy = figs("rest", "rest", 4000.0, kept=(0.8, 0.7), errs=(0.01, 0.02))
     partly = vd.rule_stream([sturdy, STREAM])
     assert partly.finding == "partly supported" and "not more throughput" in partly.text
+    dead = figs("rest", "rest", 4000.0, kept=(0.0, 0.0), errs=(1.0, 1.0), amps=(5, 5))
+    r = vd.rule_stream([dead, STREAM])
+    assert r.finding == "supported" and "REST served nothing there" in r.text
+    assert "below it REST serves more per core" in r.text
     collapsing = figs("stream", "stream", 1800.0, kept=(0.4, 0.2), errs=(0.1, 0.3))
     assert vd.rule_stream([REST, collapsing]).finding == "not supported"
     assert vd.rule_stream([REST]).finding == "not tested"
@@ -286,6 +290,8 @@ def test_the_measured_scaling_of_the_computation_is_stated_not_assumed():
     assert vd.Scaling.from_dict(None) is None and vd.Scaling.from_dict({"batch": 1}) is None
     r = vd.rule_n_minus_1([REST], sc)
     assert "1.80× for 2× the cores (90% of linear)" in r.text and r.figures["scaling"]["ratio"]
+    slow = vd.Scaling(100, 2, 5000.0, 7000.0)
+    assert "below linear" in slow.sentence() and "below linear" not in sc.sentence()
     plan = vd.capacity_plan([REST], 10_000, 500, 0.01, sc)
     assert any("Measured here" in a for a in plan.assumptions)
     assert not any("Measured here" in a for a in vd.capacity_plan([REST], 10_000, 500, 0.01).assumptions)
