@@ -82,8 +82,9 @@ def fig_verdict(summary: Mapping[str, Any]) -> Figure | None:
     a_cost.set_title(f"Cost: cores for {target:,.0f} reviews/s" if target else "Cost: cores",
                      fontsize=10)
     a_cost.set_ylabel("cores")
-    a_cost.margins(y=0.15)
-    a_cost.legend(fontsize=8, loc="upper left")
+    tallest = max([w + sp + b for w, sp, b in zip(workers, spare, broker)] or [1])
+    a_cost.set_ylim(0, max(1, tallest) * 1.45)     # room for the labels and the legend
+    a_cost.legend(fontsize=7, loc="upper right")
     a_cost.grid(True, axis="y", alpha=0.3)
     m = summary.get("machine") or {}
     fig.suptitle("Which should I use? " + " vs ".join(LABELS[k] for k in cap), fontsize=12)
