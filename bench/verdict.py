@@ -1,6 +1,8 @@
-"""``make verdict``: which deployment to use, measured, in one command (≈ 8 minutes on 2 cores).
+"""``make verdict``: which deployment to use, measured, in one command (≈ 7 minutes on 2 cores).
 
-For each deployment of the scenario, on its own scale (service pinned to one core, one worker):
+First the model alone on one core and on every core (does the computation scale with cores?).
+Then for each deployment of the scenario, on its own scale (service pinned to one core, one
+worker):
 
 1. **saturated**: the calibration phase (bench/calibrate.py), a closed loop with no think time:
    its capacity;
