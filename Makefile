@@ -36,9 +36,15 @@ BASE     ?= results/baseline
 HEAD     ?= results/latest
 PYTEST_ARGS ?=
 CEILING_ARGS ?=
+# make verdict: the capacity plan's target (reviews/s) and SLO (p99 ms; default: the scenario's),
+# the deployments (comma-separated; default: the scenario's) and the workload scenario.
+TARGET_RATE ?=
+SLO_P99_MS  ?=
+MODES       ?=
+VERDICT_ARGS ?=
 
 .PHONY: help setup system venv kafka model payload test test-fast bench bench-full report compare \
-        ceiling capacity up down compose-check clean
+        ceiling capacity verdict up down compose-check clean
 
 help:
 	@echo "make bench            run the default scenarios on the embedded stack, then report"
@@ -51,6 +57,8 @@ help:
 	@echo "make report RUN=dir   rebuild a run's report from its folder"
 	@echo "make compare BASE=x HEAD=y   regression verdict for CI"
 	@echo "make ceiling          each variant's saturated throughput vs the model ceiling"
+	@echo "make verdict          which deployment to use: capacity, latency, overload, a plan"
+	@echo "                      (TARGET_RATE=reviews/s SLO_P99_MS=ms MODES=rest,stream)"
 	@echo "make capacity         the load generator's own capacity against no-op targets"
 	@echo "make up / make down   the same services on Apache Kafka with docker compose"
 
@@ -119,6 +127,14 @@ compare: venv
 
 ceiling: setup model payload
 	$(PY) -m bench ceiling $(CEILING_ARGS)
+
+# Which deployment to use (<= 15 minutes on 2 cores): each one's capacity, latency at 1/4 1/2 3/4
+# of it, the article's batch-and-retry load at 1.5x and 3x it, the winner per load regime and a
+# capacity plan for TARGET_RATE within SLO_P99_MS.
+verdict: setup model payload
+	$(PY) -m bench verdict $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(MODES),--modes $(MODES)) \
+	  $(if $(TARGET_RATE),--target-rate $(TARGET_RATE)) $(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
+	  --target $(TARGET) $(VERDICT_ARGS)
 
 capacity: setup
 	$(PY) -m loadgen capacity

@@ -10,6 +10,16 @@ from pathlib import Path
 def _report(args: argparse.Namespace) -> int:
     from .report import build_report
     from .summary import status_line
+    from .verdict_run import build_verdict_report, is_verdict
+
+    if is_verdict(args.run_dir):   # a make verdict folder: its own summary, chart and report
+        v = build_verdict_report(args.run_dir, args.out, target_reviews_per_s=args.target_rate,
+                                 slo_p99_ms=args.slo_p99_ms)
+        print(f"report:  {v.report}")
+        print(f"summary: {v.summary_json}  {v.summary_md}")
+        print(f"chart:   {v.chart}")
+        print(v.summary_md.read_text(), end="")
+        return 0
 
     files = build_report(args.run_dir, args.out)
     print(f"report:  {files.report}")
@@ -44,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write report.html, summary.json/.md and charts/ into a run folder")
     r.add_argument("run_dir", type=Path)
     r.add_argument("--out", type=Path, default=None, help="write there instead of the run folder")
+    r.add_argument("--target-rate", type=float, default=None,
+                   help="a verdict folder: plan for this many reviews/s instead of the run's")
+    r.add_argument("--slo-p99-ms", type=float, default=None,
+                   help="a verdict folder: judge the steps and plan against this p99 instead")
     r.set_defaults(func=_report)
 
     s = sub.add_parser("summary", help="write summary.json/.md only and print the Markdown table")

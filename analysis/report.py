@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import charts
 from .rundir import load_run
+from .verdict import run_verdict
 from .summary import (RunAnalysis, analyse, broker_lines, caveats, error_table, headline_table,
                       latency_table, load_line, recovery_table, repeats_caption, repeats_table,
                       status_line, sweep_table, workers_lines, write_summary)
@@ -118,6 +119,9 @@ def render_html(ra: RunAnalysis, summary: dict[str, Any], pngs: dict[str, bytes]
         f"<p>run <code>{e(run.run_id)}</code> · created {e(str(meta.get('created_utc', '?')))} · "
         f"commit <code>{e(str(meta.get('git_commit', '?'))[:12])}</code> · {e(run.machine)}</p>",
     ]
+    verdict = run_verdict(summary)   # every report opens with its verdict in words
+    if verdict:
+        parts.append(f"<p><b>{e(verdict)}</b></p>")
     if run.complete:
         parts.append("<p class='banner ok'>Run complete.</p>")
     else:

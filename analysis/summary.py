@@ -20,6 +20,7 @@ from . import metrics as mx
 from . import repeats as rp
 from .rundir import ModeData, Run, mode_order
 from .figures import fmt
+from .verdict import run_verdict
 from .workers import Workers, workers_from_meta, workers_line
 
 
@@ -581,6 +582,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"run `{summary.get('run_id')}` · {fmt_machine(summary.get('machine'))}",
         "",
     ]
+    verdict = run_verdict(summary)   # every report opens with its verdict in words
+    if verdict:
+        lines += [f"**{verdict}**", ""]
     if summary.get("representative_repeat"):
         n = (summary.get("repeats") or {}).get("n")
         lines += [f"{n} interleaved repeats; the tables below are "

@@ -1,4 +1,5 @@
-"""``python -m bench run [SCENARIO ...|--default|--all]`` and ``python -m bench ceiling``."""
+"""``python -m bench run [SCENARIO ...|--default|--all]``, ``python -m bench ceiling`` and
+``python -m bench verdict``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["verdict"]:   # its own options, parsed by bench.verdict
+        from bench.verdict import main as verdict_main
+        return verdict_main([o for o in argv[1:] if o != "--"])
     p = argparse.ArgumentParser(prog="python -m bench")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run scenarios against both deployments and report")
@@ -48,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "(options: python -m bench ceiling -- -h)")
     c.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to python -m bench.ceiling (e.g. --variants rest/batch1)")
+    sub.add_parser("verdict", help="which deployment to use: capacity, latency, overload and a "
+                                   "capacity plan (options: python -m bench verdict -h)")
     args = p.parse_args(argv)
 
     if args.cmd == "ceiling":

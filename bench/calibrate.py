@@ -53,10 +53,42 @@ def reference_timeout_s(sc) -> float:
     return sc.client.stream_deadline_s if driver == "stream" else sc.client.timeout_s
 
 
+def ops_per_s(rec: dict, batch_size: int) -> float:
+    """Operations/s of a phase's record: its ok reviews/s over the reviews an operation carries.
+    Not the table's ok rows/s: a stream row is one event, so a stream reference with 100-review
+    operations would count 100 times too many operations (and get 100 times the clients)."""
+    reviews = rec.get("reviews_per_s")
+    if reviews is None:
+        return float(rec.get("ok_per_s") or 0.0)
+    return float(reviews) / max(1, int(batch_size))
+
+
+def saturate(dep, sup, sc, out: Path, run_id: str, placement, progress,
+             timeout_s: float | None = None) -> tuple[rel.Capacity, dict]:
+    """Drive a deployment that is up (``dep``) with the calibration phase of ``sc``: its capacity
+    and the phase's record (with the CPU of every role: the capacity plan reads the broker's).
+    ``timeout_s``: the deadline the Capacity carries (default: the reference mode's)."""
+    from bench.ceiling import drive_phase, write_scenario
+
+    c = sc.calibration
+    phase_sc = write_scenario(calibration_doc(sc), out / "scenario.yaml")
+    rec = drive_phase(dep, sup, phase_sc, out, f"{run_id}-calibration", placement, progress,
+                      f"calibration ({c.mode})")
+    cap = rel.Capacity(mode=c.mode, ops_per_s=ops_per_s(rec, sc.workload.batch_size),
+                       batch_size=sc.workload.batch_size,
+                       timeout_s=reference_timeout_s(sc) if timeout_s is None else timeout_s)
+    record = {"ok": rec.get("ok"), "failed": rec.get("failed"),
+              "service_cpu": (rec.get("cpu") or {}).get("service"), "cpu": rec.get("cpu"),
+              "valid": rec.get("valid"), "reviews_per_s": rec.get("reviews_per_s"),
+              "service_core_busy": rec.get("service_core_busy"),
+              "other_cpu_on_service_cores": rec.get("other_cpu_on_service_cores")}
+    return cap, record
+
+
 def calibrate(sc, run_dir: Path, opts, progress, run_id: str) -> tuple[rel.Capacity, dict]:
     """Deploy (or, with ``--target compose``, attach to) and saturate the reference mode; its
     capacity and the phase's record. ``opts``: bench.run.RunOptions."""
-    from bench.ceiling import drive_phase, write_scenario
+    from bench.ceiling import write_scenario
     from bench.run import PhaseFailed
     from services.launcher import attach, deploy
     from services.procs import LaunchError, Supervisor
@@ -79,14 +111,8 @@ def calibrate(sc, run_dir: Path, opts, progress, run_id: str) -> tuple[rel.Capac
         except LaunchError as e:
             raise PhaseFailed("calibration: deploy", str(e).splitlines()[0], out / "logs") from e
         ready_s = time.monotonic() - t
-        rec = drive_phase(dep, sup, phase_sc, out, f"{run_id}-calibration", placement, progress,
-                          f"calibration ({c.mode})")
-    ops = rec.get("ok_per_s") or 0.0
-    cap = rel.Capacity(mode=c.mode, ops_per_s=float(ops), batch_size=sc.workload.batch_size,
-                       timeout_s=reference_timeout_s(sc))
-    record = {"ready_s": round(ready_s, 2), "ok": rec.get("ok"), "failed": rec.get("failed"),
-              "service_cpu": (rec.get("cpu") or {}).get("service"), "valid": rec.get("valid")}
-    return cap, record
+        cap, record = saturate(dep, sup, sc, out, run_id, placement, progress)
+    return cap, {"ready_s": round(ready_s, 2), **record}
 
 
 def resolve_scenario(sc, run_dir: Path, opts, progress, run_id: str):

@@ -86,6 +86,12 @@ class Progress:
         if not path.exists():
             return
         s = json.loads(path.read_text())
+        from rich.markup import escape
+
+        from analysis.verdict import run_verdict
+        verdict = run_verdict(s)   # every run opens with its verdict in words
+        if verdict:
+            self.console.print(f"[bold]{escape(verdict)}[/]", soft_wrap=True)
         rep = s.get("representative_repeat")
         t = Table(title=f"{s.get('scenario')} — {'complete' if s.get('complete') else 'INCOMPLETE'}"
                         + (f" — {rep}, the most typical repeat" if rep else ""))
@@ -113,8 +119,6 @@ class Progress:
                            _f(f.get("retried"), 0), _f(f.get("duplicated"), 0))
             self.console.print(ft)
         self._show_repeats(s)
-        from rich.markup import escape
-
         from analysis.summary import caveats, yardstick_lines
         for line in yardstick_lines(s):
             self.console.print(escape(line), soft_wrap=True)
