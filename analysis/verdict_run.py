@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from . import metrics as mx
+from .figures import RATIO_SPEC
 from . import verdict as vd
 from .repeats import window_count
 
@@ -231,7 +232,7 @@ def regime_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
     regs = (summary.get("verdict") or {}).get("regimes") or []
     f = vd._fmt
     rows = [[r["load"], vd.label(r["winner"]) if r["winner"] else "–",
-             (f(r["ratio"], "{:.2f}×") + ("" if r["clear"] else " (not clear)")),
+             (f(r["ratio"], RATIO_SPEC) + ("" if r["clear"] else " (not clear)")),
              vd.ci_text(r["ci95"]),
              ", ".join(f"{vd.label(m)} {f(v, '{:,.1f}')}" for m, v in r["values"].items())
              + f" ({r['unit']}; {r['better']} is better)"] for r in regs]
