@@ -3,7 +3,7 @@
     python -m loadgen drive rest   --scenario S --url URL --out DIR --run-id ID [--shards K]
     python -m loadgen drive stream --scenario S --bootstrap HOST:PORT --out DIR --run-id ID
                                    [--topics requests,predictions]
-    python -m loadgen capacity [--modes rest,stream] [--seconds 8]
+    python -m loadgen capacity [--modes rest,stream] [--seconds 3] [--driver-cpu 1]
     python -m loadgen check S      # validate, print the scenario as run and its plan
 
 Drivers print one JSON line per second (``{"t","phase","sent","ok","failed","in_flight"}``), a
@@ -47,13 +47,26 @@ def _parser() -> argparse.ArgumentParser:
                         "one core of this process's CPU affinity (default: one per core, at "
                         "most 8; 1 = one process). Closed loops run in one process")
     d.add_argument("--shard", default=None, help=argparse.SUPPRESS)   # "k/K": one shard
-    c = sub.add_parser("capacity", help="driver capacity against no-op targets")
+    c = sub.add_parser("capacity", help="each driver's sustained rate against its no-op target "
+                       "and the service's own peak, measured in one run")
     c.add_argument("--modes", default="rest,stream")
-    c.add_argument("--seconds", type=float, default=8.0, help="measured seconds per rate step")
-    c.add_argument("--driver-cpu", default="1")
-    c.add_argument("--target-cpu", default="0")
-    c.add_argument("--rates-rest", default=None, help="comma list of req/s to try")
-    c.add_argument("--rates-stream", default=None, help="comma list of msg/s to try")
+    c.add_argument("--seconds", type=float, default=3.0, help="measured seconds per rate step")
+    c.add_argument("--max-steps", type=int, default=5, help="rate steps per driver at most")
+    c.add_argument("--driver-cpu", default=None,
+                   help="the driver's cores, e.g. 1 or 1-3 (REST: one shard each; default: all "
+                        "but the first, as the bench places it)")
+    c.add_argument("--target-cpu", default=None,
+                   help="the service's and the no-op targets' cores (default: the first)")
+    c.add_argument("--target-ratio", type=float, default=3.0,
+                   help="headroom the driver must have over the service's peak")
+    c.add_argument("--rate-rest", type=float, default=None,
+                   help="first REST step (default: target ratio x the REST peak)")
+    c.add_argument("--rate-stream", type=float, default=None,
+                   help="first stream step (default: target ratio x the stream peak)")
+    c.add_argument("--no-service", action="store_true",
+                   help="skip the services' peaks (drivers only)")
+    c.add_argument("--no-profile", action="store_true",
+                   help="no py-spy profile of a driver below the target")
     c.add_argument("--out", type=Path, default=None, help="keep the per-step tables here")
     k = sub.add_parser("check", help="validate a scenario; print it as run and its plan")
     k.add_argument("scenario")

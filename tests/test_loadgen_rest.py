@@ -295,3 +295,22 @@ def test_sigterm_stops_every_shard_and_keeps_their_rows(tmp_path, sup):
     assert (df["error_kind"] == "in_flight").sum() >= 1     # queued at the echo when stopped
     assert d["crosscheck"]["match"]
     assert json.loads(rest.splitlines()[-1])["event"] == "final"
+
+
+def test_make_capacity_prints_headroom_and_what_limits_the_driver(tmp_path):
+    """One rate the driver cannot sustain (drivers only, no service): the verdict names the
+    step's invalid reasons, the driver's CPU and what else ran on its cores."""
+    r = subprocess.run([sys.executable, "-m", "loadgen", "capacity", "--modes", "rest",
+                        "--no-service", "--seconds", "1", "--max-steps", "1",
+                        "--rate-rest", "40000", "--no-profile", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    step = json.loads(lines[0])
+    assert step["phase"] == "driver_step" and step["rate"] == 40000 and not step["sustained"]
+    text = "\n".join(lines)
+    assert "no rate sustained" in text and "service peak not measured" in text
+    assert "what limits the driver" in text and "driver CPU" in text
+    assert "on the driver's cores meanwhile" in text
+    final = json.loads(lines[-1])["verdicts"][0]
+    assert final["best"] is None and final["limits"] and len(final["steps"]) == 1
