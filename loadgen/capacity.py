@@ -170,8 +170,9 @@ def first_start(peak: Peak | None, default: float, ratio: float) -> float:
 # what limits a driver (pure)
 # ---------------------------------------------------------------------------------------------
 _LINE = re.compile(r":\d+\)$")
-_NOT_THE_RUN = ("_find_and_load", "to_frame", "check_accounting", "write_outputs", "read_shard",
-                "merge (", "load_texts")
+_NOT_THE_RUN = ("<frozen importlib", "to_frame", "check_accounting", "write_outputs",
+                "read_shard", "merge (", "load_texts")
+_PROCESS = re.compile(r'^process \d+:')     # the root frame py-spy adds per (sub)process
 
 
 def profile_summary(raw_lines, top: int = 6) -> dict:
@@ -184,12 +185,12 @@ def profile_summary(raw_lines, top: int = 6) -> dict:
         stack, _, n = line.rstrip().rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        fr = [_LINE.sub(")", f) for f in stack.split(";")]
+        fr = [_LINE.sub(")", f) for f in stack.split(";") if not _PROCESS.match(f)]
         if any(x in f for f in fr for x in _NOT_THE_RUN):
             continue
         n = int(n)
         total += n
-        leaf = fr[-1] or "(native)"
+        leaf = fr[-1] if fr and fr[-1] else "(native)"
         frames[leaf] += n
         m = re.search(r"\(([^/)]+)/", leaf) or re.search(r"\(([^)]+)\)", leaf)
         packages[m.group(1) if m else "(native)"] += n
@@ -213,14 +214,20 @@ def limits(step: Step, cores: int, profile: dict | None) -> list[str]:
             user = round(cpu * step.cpu_user_s / busy) if busy else None
             system = round(cpu * step.cpu_system_s / busy) if busy else None
         split = f" (user {user}%, kernel {system}%)" if user is not None else ""
-        bound = "CPU-bound" if cpu >= 85 * cores else "not CPU-bound"
         out.append(f"driver CPU {cpu:.0f}% of {cores} core(s){split}, peak second "
-                   f"{step.driver_cpu_max_1s}%: {bound}")
+                   f"{step.driver_cpu_max_1s}%")
     dc = step.driver_cores
     if dc and cpu is not None:
         others = max(0.0, dc.get("processes", 0.0) - cpu)
         out.append(f"on the driver's cores meanwhile: other processes {others:.0f}%, interrupts "
                    f"{dc.get('irq', 0.0):.0f}%, steal {dc.get('steal', 0.0):.0f}% (100 = a core)")
+    if cpu is not None:
+        full = dc is not None and sum(dc.values()) >= 90 * cores
+        out.append("-> CPU-bound: the driver used its cores" if cpu >= 85 * cores else
+                   "-> not CPU-bound, but its cores were full: other processes and the kernel "
+                   "took the CPU the driver needed" if full else
+                   "-> not CPU-bound and its cores had idle time: the driver waited (on the "
+                   "target, or to be scheduled)")
     if profile and profile.get("samples"):
         pk = ", ".join(f"{p} {v}%" for p, v in profile["packages"].items())
         out.append(f"profile ({profile['samples']} samples, CPU by package): {pk}")
@@ -316,6 +323,10 @@ class Runner:
         from bench.cpu import CoreSampler
 
         tag = f"{mode}-{rate:g}" + ("-profiled" if profile else "")
+        if mode == "rest":
+            # one shard per driver core, stated: a one-shard driver then never re-executes
+            # itself, which would end a profile attached to its first image
+            target_argv = [*target_argv, "--shards", str(len(self.dcpu or [0]))]
         sc = open_scenario(self.work / f"{tag}.yaml", f"cap-{tag}", rate, self.seconds,
                            2.0 if mode == "rest" else 5.0)
         cores = CoreSampler(self.dcpu or sorted(os.sched_getaffinity(0))).start()

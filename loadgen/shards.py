@@ -142,11 +142,12 @@ class Parent:
             out = root / f"shard-{k}"
             out.mkdir(parents=True, exist_ok=True)
             cpu = self.cores[k % len(self.cores)]
-            proc = subprocess.Popen(
-                shard_argv(self.base, k, self.count, out), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=open(out / "stderr.log", "wb"), text=True,
-                bufsize=1, preexec_fn=lambda c=cpu: _child_setup(c),
-                cwd=str(Path(__file__).resolve().parent.parent))
+            with open(out / "stderr.log", "wb") as log:
+                proc = subprocess.Popen(
+                    shard_argv(self.base, k, self.count, out), stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+                    preexec_fn=lambda c=cpu: _child_setup(c),
+                    cwd=str(Path(__file__).resolve().parent.parent))
             self.shards.append(Shard(k, cpu, out, proc))
         for s in self.shards:
             threading.Thread(target=_reader, args=(s.index, s.proc.stdout, self.q),

@@ -78,13 +78,15 @@ def test_a_step_is_sustained_only_when_valid_complete_on_rate_and_counted():
 
 def test_profile_summary_keeps_the_sending_and_drops_imports_and_the_table():
     raw = [
-        "<module> (loadgen/__main__.py:1);_find_and_load (<frozen importlib>:1) 500",
+        "<module> (loadgen/__main__.py:1);_find_and_load (<frozen importlib._bootstrap>:1) 500",
+        'process 12:"python -m loadgen drive rest";<module> (loadgen/__main__.py:1);'
+        "_call_with_frames_removed (<frozen importlib._bootstrap>:241) 70",
         "Hub.run (gevent/hub.py:647);RestRun._request (loadgen/rest_driver.py:210);"
         "Wire.request (loadgen/http1.py:264);SocketMixin.send (gevent/_socketcommon.py:716) 60",
         "Hub.run (gevent/hub.py:647);RestRun._request (loadgen/rest_driver.py:212);"
         "_parse_head (loadgen/http1.py:189) 30",
-        "Hub.run (gevent/hub.py:647);RestRun._request (loadgen/rest_driver.py:212);"
-        "_parse_head (loadgen/http1.py:190) 10",
+        'process 12:"python -m loadgen drive rest";Hub.run (gevent/hub.py:647);'
+        "RestRun._request (loadgen/rest_driver.py:212);_parse_head (loadgen/http1.py:190) 10",
         "drive (loadgen/rest_driver.py:460);to_frame (loadgen/record.py:85) 200",
     ]
     p = cap.profile_summary(raw)
@@ -100,15 +102,19 @@ def test_limits_say_whether_the_driver_was_cpu_bound_or_crowded_out():
                  driver_cores={"processes": 99.0, "irq": 1.0, "steal": 0.0})
     text = "\n".join(cap.limits(busy, 1, {"samples": 10, "packages": {"gevent": 60.0},
                                           "top_frames": [["send (x)", 60.0]]}))
-    assert "31.0 ms" in text and "CPU-bound" in text and "not CPU-bound" not in text
+    assert "31.0 ms" in text and "-> CPU-bound" in text
     assert "user 65%, kernel 32%" in text and "gevent 60.0%" in text and "send (x)" in text
     crowded = _step(6000, False, driver_cpu_percent=45.0,
                     driver_cores={"processes": 96.0, "irq": 3.0, "steal": 0.0})
     text = "\n".join(cap.limits(crowded, 1, {"error": "py-spy not installed"}))
-    assert "not CPU-bound" in text and "other processes 51%" in text
+    assert "not CPU-bound, but its cores were full" in text and "other processes 51%" in text
     assert "py-spy not installed" in text
-    two = _step(9000, False, driver_cpu_percent=120.0)
-    assert "not CPU-bound" in "\n".join(cap.limits(two, 2, None))          # 2 cores: 200 %
+    idle = _step(6000, False, driver_cpu_percent=45.0,
+                 driver_cores={"processes": 50.0, "irq": 3.0, "steal": 0.0})
+    assert "had idle time" in "\n".join(cap.limits(idle, 1, None))
+    two = _step(9000, False, driver_cpu_percent=120.0,
+                driver_cores={"processes": 130.0, "irq": 5.0, "steal": 0.0})
+    assert "had idle time" in "\n".join(cap.limits(two, 2, None))         # 2 cores: 200 %
 
 
 def test_placement_defaults_to_the_bench_split(monkeypatch):
