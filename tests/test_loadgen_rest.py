@@ -175,7 +175,8 @@ def test_target_killed_mid_run_loses_no_rows(tmp_path, sup):
     out = tmp_path / "out"
     p = subprocess.Popen(argv(scen, echo.url, out, "kill"), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)  # ~1 s of driver start-up, then ~1.5 s of load
+    assert json.loads(p.stdout.readline())["event"] == "start"   # start-up varies with load
+    time.sleep(1.5)  # ~1.5 s of load
     sup.stop(echo.proc)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err[-2000:]
@@ -197,7 +198,8 @@ def test_sigterm_marks_outstanding_rows_in_flight(tmp_path, sup):
     out = tmp_path / "out"
     p = subprocess.Popen(argv(scen, echo.url, out, "term"), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    assert json.loads(p.stdout.readline())["event"] == "start"   # start-up varies with load
+    time.sleep(2.0)
     p.send_signal(signal.SIGTERM)
     stdout, err = p.communicate(timeout=30)
     sup.stop(echo.proc)
