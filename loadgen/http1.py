@@ -67,8 +67,7 @@ class Target:
 
     host: str
     port: int
-    family: int
-    sockaddr: tuple
+    addrs: tuple[tuple[int, tuple], ...]   # (family, sockaddr) of each address, in order
     path: str
     head: bytes               # request line and headers up to "Content-Length: "
 
@@ -79,14 +78,16 @@ class Target:
             raise ValueError(f"only http:// targets are supported, got {url!r}")
         host = u.hostname or "127.0.0.1"
         port = u.port or 80
-        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        addrs = tuple(dict.fromkeys(   # "localhost" may list ::1 first and 127.0.0.1 next
+            (fam, tuple(sa)) for fam, _, _, _, sa in
+            socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)))
         host_hdr = host if u.port is None else f"{host}:{port}"
         if ":" in host and not host.startswith("["):
             host_hdr = f"[{host}]" if u.port is None else f"[{host}]:{port}"
         lines = [f"POST {path} HTTP/1.1", f"Host: {host_hdr}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
-        return cls(host, port, family, tuple(sockaddr), path, head)
+        return cls(host, port, addrs, path, head)
 
     def request(self, body: bytes) -> bytes:
         return b"%s%d\r\n\r\n%s" % (self.head, len(body), body)
@@ -97,11 +98,11 @@ class Connection:
 
     __slots__ = ("sock", "rest", "used")
 
-    def __init__(self, target: Target):
-        s = gsocket.socket(target.family, socket.SOCK_STREAM)
+    def __init__(self, family: int, sockaddr: tuple):
+        s = gsocket.socket(family, socket.SOCK_STREAM)
         try:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.connect(target.sockaddr)
+            s.connect(sockaddr)
         except BaseException:
             s.close()
             raise
@@ -250,6 +251,7 @@ class Wire:
 
     def __init__(self, target: Target):
         self.target = target
+        self.addrs = list(target.addrs)
         self.free: list[Connection] = []
         self.created = 0
         self.discarded = 0
@@ -268,7 +270,22 @@ class Wire:
             self.stale += 1
             self._drop(c)
         self.created += 1
-        return Connection(self.target)
+        return self._connect()
+
+    def _connect(self) -> Connection:
+        """To the address that worked last; the others in turn if it refuses."""
+        addrs = self.addrs
+        for i, addr in enumerate(addrs):
+            try:
+                c = Connection(*addr)
+            except OSError:
+                if i == len(addrs) - 1:
+                    raise
+                continue
+            if i:
+                addrs.insert(0, addrs.pop(i))
+            return c
+        raise OSError("no address to connect to")
 
     def _drop(self, c: Connection) -> None:
         self.discarded += 1

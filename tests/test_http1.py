@@ -42,7 +42,7 @@ def _conn(*pieces) -> http1.Connection:
 
 def test_request_bytes_carry_path_host_headers_and_length():
     t = http1.Target.of("http://127.0.0.1:8080", "/predict", {"Content-Type": "application/json"})
-    assert t.sockaddr == ("127.0.0.1", 8080)
+    assert t.addrs[0][1] == ("127.0.0.1", 8080)
     req = t.request(b'{"id":"a"}')
     assert req.startswith(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n")
     assert b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"id\":\"a\"}" in req
@@ -109,3 +109,22 @@ def test_wire_counts_answers_and_failures_and_drops_broken_connections():
     assert w.counts() == {"exchanges": 2, "answered": {"2xx": 1}, "no_answer": 1,
                           "abandoned": 0}
     assert w.discarded == 1 and broken not in w.free and len(w.times_s) == 2
+
+
+def test_a_refused_address_is_skipped_for_the_next_one(monkeypatch):
+    w = http1.Wire(http1.Target.of("http://127.0.0.1:9", "/p", {}))
+    w.addrs = [(10, ("::1", 9, 0, 0)), (2, ("127.0.0.1", 9))]
+    tried = []
+
+    def fake(family, sockaddr):
+        tried.append(sockaddr[0])
+        if family == 10:
+            raise ConnectionRefusedError
+        return "conn"
+    monkeypatch.setattr(http1, "Connection", fake)
+    assert w._take(0.0) == "conn" and tried == ["::1", "127.0.0.1"]
+    assert w.addrs[0][1][0] == "127.0.0.1"                 # the one that worked goes first
+    monkeypatch.setattr(http1, "Connection", lambda f, sa: (_ for _ in ()).throw(
+        ConnectionRefusedError()))
+    with pytest.raises(ConnectionRefusedError):
+        w._take(0.0)
