@@ -9,13 +9,18 @@ connection). When the cap is full the request waits for a slot, which makes it *
 be later than ``max_lateness_s`` it is not sent and its row says ``generator_saturated``. Closed
 loop is what Locust does natively: N users, each one operation (with its retries) then ``think_s``.
 
-Requests go through Locust's own fast client (:class:`locust.contrib.fasthttp.FastHttpSession`,
-geventhttpclient), one session per connection, so Locust's request events and statistics see every
-attempt; our rows are cross-checked against Locust's counts at the end. Each attempt has a hard
-deadline (``client.timeout_s``, a gevent timeout around the whole exchange); a connection that
-timed out or broke is closed, never reused. Retries (policy from the scenario) happen on
-``timeout``, ``refused`` and ``http_5xx``; never on 4xx or a bad 2xx body. Every 2xx answer is
-counted per its ``X-Served-By`` worker (driver.json ``workers_answered``).
+Requests go through a lean HTTP/1.1 client (:mod:`loadgen.http1`) rather than Locust's
+FastHttpSession, whose per-request layers made the driver slower than the service it measured;
+the client counts every exchange on its own and our rows are cross-checked against that count at
+the end (driver.json ``crosscheck``). Under Locust's own CLI (``locustfile.py``) every attempt is
+also reported to Locust's request event, so its statistics and master see the load. Each attempt
+has a hard deadline (``client.timeout_s``, a gevent timeout around the whole exchange); a
+connection that timed out or broke is closed, never reused. Retries (policy from the scenario)
+happen on ``timeout``, ``refused`` and ``http_5xx``; never on 4xx or a bad 2xx body. Every 2xx
+answer is counted per its ``X-Served-By`` worker (driver.json ``workers_answered``).
+
+``part=(k, K)`` runs every K-th planned request from the k-th: one shard of a schedule that
+:mod:`loadgen.shards` spreads over K processes (one per driver core), or one Locust worker.
 
 Import this module first in a process: importing locust monkey-patches the standard library.
 """
@@ -25,24 +30,30 @@ from __future__ import annotations
 import locust  # noqa: F401,I001  (gevent monkey-patching must happen before anything else)
 
 import errno
+import gc
+import os
 import random
 import signal
 import socket
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import gevent
 import gevent.event
 import gevent.lock
 import gevent.pool
+import numpy as np
 from gevent import Timeout as GTimeout
 from locust import User, constant, task
-from locust.contrib.fasthttp import FastHttpSession, LocustBadStatusCode
 from locust.env import Environment
 from locust.exception import StopUser
 
+from loadgen import http1, record, wirecheck, workers
 from loadgen import ledger as L
-from loadgen import record, workers
+from loadgen.parts import part_indices, part_size
 from loadgen.payloads import Payloads, check_rest_answer, load_texts
 from loadgen.resilience import CIRCUIT_OPEN, ClientGuard
 from loadgen.scenario import ClosedArrival, OpenArrival, Scenario
@@ -52,31 +63,33 @@ from loadgen.schedule import (
     may_retry,
     plan_open,
 )
+from loadgen.shard_merge import RAW_FILE
 
 RETRYABLE = frozenset({"timeout", "refused", "http_5xx", CIRCUIT_OPEN})
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-class _AttemptTimeout(Exception):
-    """Reported to Locust for an attempt our deadline cut short outside Locust's own handling."""
+class AttemptFailed(Exception):
+    """What Locust's request event is told about a failed attempt (its error kind)."""
 
 
 class RestRun:
-    """One mode's REST load: plan, dispatch, attempts, rows. Used by the CLI driver and by the
-    locustfile (``part=(index, count)`` takes every count-th planned request, for Locust's
-    distributed mode)."""
+    """One mode's REST load: plan, dispatch, attempts, rows. Used by the CLI driver (whole or one
+    shard) and by the locustfile (``part=(index, count)`` takes every count-th planned request,
+    for Locust's distributed mode; ``locust_events`` reports every attempt to Locust)."""
 
     def __init__(self, scenario: Scenario, url: str, run_id: str, payloads: Payloads, *,
                  path: str = "/predict", part: tuple[int, int] = (0, 1),
-                 validate_answers: bool = True):
+                 validate_answers: bool = True, max_in_flight: int | None = None,
+                 locust_events: bool = True):
         self.sc = scenario
         self.url = url.rstrip("/")
         self.path = path
         self.run_id = run_id
         self.payloads = payloads
-        self.part = part
+        self.part = (int(part[0]), int(part[1]))
         self.validate_answers = validate_answers
+        self.locust_events = locust_events
         self.B = scenario.workload.batch_size
         self.T = scenario.client.timeout_s
         self.retry = scenario.client.retry
@@ -87,28 +100,31 @@ class RestRun:
         self.ledger = L.Ledger(run_id, "rest")
         self.env: Environment | None = None
         self.clock: L.Clock | None = None
+        self.wire = http1.Wire(http1.Target.of(self.url, path, HEADERS))
         self.stop_evt = gevent.event.Event()
         self.dispatch_done = gevent.event.Event()
         self.requests_group = gevent.pool.Group()   # open-loop request greenlets
-        self.free: list[FastHttpSession] = []       # idle keep-alive connections
-        self.sessions_created = 0
-        self.sessions_discarded = 0
         self.lateness: list[float] = []             # first attempts: sent - intended
         self.dispatch_lag: list[float] = []         # open loop: dispatcher wake-up - intended
         self.cap_waits = 0
         self.saturated = 0
-        self.manual_events = 0
         self.error_detail: Counter = Counter()
         self.served: dict[str | None, int] = {}     # X-Served-By of 2xx answers -> count
         self.next_op = 0
         self.planned_ids: list[str] = []
         self.plan = None
+        self.max_in_flight = None
         if isinstance(scenario.arrival, OpenArrival):
             self.plan = plan_open(scenario.arrival, self.horizon, tm.max_requests)
+            self.max_in_flight = int(max_in_flight or scenario.arrival.max_in_flight)
 
     # -- clock -----------------------------------------------------------------------------------
-    def start_clock(self) -> None:
+    def start_clock(self, at_epoch: float | None = None) -> None:
+        """Start t0 now, or (shards sharing one schedule) at exactly ``at_epoch``."""
         self.clock = L.Clock()
+        if at_epoch is not None:
+            self.clock.mono0 = time.monotonic() - (record.now_epoch() - at_epoch)
+            self.clock.t0_epoch = at_epoch
 
     def rel(self) -> float:
         return self.clock.rel()
@@ -116,34 +132,15 @@ class RestRun:
     def interrupt(self) -> None:
         self.stop_evt.set()
 
-    # -- connections -----------------------------------------------------------------------------
-    def _session(self) -> FastHttpSession:
-        if self.free:
-            return self.free.pop()
-        self.sessions_created += 1
-        sess = FastHttpSession(
-            self.url, request_event=self.env.events.request, user=None, insecure=True,
-            concurrency=1, network_timeout=self.T, connection_timeout=self.T,
-            max_retries=0, max_redirects=0,
-        )
-        sess.client.cookiejar = None   # no cookies in this protocol: skip the jar per request
-        return sess
-
-    def _discard(self, sess: FastHttpSession) -> None:
-        self.sessions_discarded += 1
-        try:
-            sess.client.close()
-        except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped
-            pass
-
     def close_sessions(self) -> None:
-        while self.free:
-            self._discard(self.free.pop())
+        self.wire.close()
+
+    def planned_count(self) -> int:
+        """Requests of the plan this run (its part) sends when nothing interrupts it."""
+        return part_size(len(self.plan), self.part) if self.plan is not None else 0
 
     # -- one attempt -----------------------------------------------------------------------------
     def _attempt(self, row: record.Attempt, n: int, body: bytes) -> str | None:
-        sess = self._session()
-        ctx = {"request_id": row.request_id, "attempt": row.attempt}
         row.sent_s = self.rel()
         if row.attempt == 1:
             self.lateness.append(row.sent_s - row.intended_s)
@@ -151,73 +148,54 @@ class RestRun:
         timer.start()
         resp = None
         kind: str | None = None
-        status = 0
         try:
-            resp = sess.request("POST", self.path, data=body, headers=HEADERS,
-                                catch_response=True, name=self.path, context=ctx)
+            resp = self.wire.request(body)
         except GTimeout as e:
             if e is not timer:
                 raise
             kind = "timeout"
+        except (OSError, http1.ProtocolError) as e:
+            if isinstance(e, (socket.timeout, TimeoutError)) \
+                    or getattr(e, "errno", None) == errno.ETIMEDOUT:
+                kind = "timeout"
+            else:
+                kind = "refused"      # no (complete) response: refused, reset, closed, garbled
+            self.error_detail[f"{kind}/{type(e).__name__}"] += 1
         finally:
             timer.close()
         now = self.rel()
-        if resp is None:  # our deadline hit outside Locust's handler: report it to Locust ourselves
-            self.manual_events += 1
-            self.env.events.request.fire(
-                request_type="POST", name=self.path, response_time=(now - row.sent_s) * 1e3,
-                response_length=0, exception=_AttemptTimeout("timeout"), context=ctx)
-            self.error_detail["timeout/outside-locust"] += 1
-        else:
-            with resp:
-                exc = resp.request_meta.get("exception") or getattr(resp, "error", None)
-                # geventhttpclient wraps timeouts (ours included) and broken pipes in
-                # RetriesExceeded(original=...): judge by the original error
-                root = getattr(exc, "original", None) or exc
-                status = resp.status_code or 0
-                if root is timer or isinstance(root, (GTimeout, socket.timeout, TimeoutError)) \
-                        or getattr(root, "errno", None) == errno.ETIMEDOUT:
-                    kind = "timeout"
-                    if root is not timer:
-                        self.error_detail[f"timeout/{type(root).__name__}"] += 1
-                elif exc is not None and not isinstance(exc, LocustBadStatusCode):
-                    kind = "refused"      # no (complete) response: refused, reset, closed
-                    self.error_detail[f"refused/{type(root).__name__}"] += 1
-                elif 200 <= status < 300:
-                    w = resp.headers.get(workers.REST_HEADER) if resp.headers else None
-                    if isinstance(w, list):         # the header repeated: keep every value
-                        w = ",".join(w)
-                    self.served[w] = self.served.get(w, 0) + 1
-                    if self.validate_answers:
-                        why = check_rest_answer(resp.content or b"",
-                                                self.payloads.rest_ids(n))
-                        if why:
-                            kind = "bad_response"
-                            self.error_detail[f"bad_response/{why}"] += 1
-                elif 400 <= status < 500:
-                    kind = "http_4xx"
-                    self.error_detail[f"http_4xx/{status}"] += 1
-                elif status >= 500:
-                    kind = "http_5xx"
-                    self.error_detail[f"http_5xx/{status}"] += 1
-                else:
-                    kind = "bad_response"
-                    self.error_detail[f"bad_response/status {status}"] += 1
-                if kind is None:
-                    resp.success()
-                else:
-                    resp.failure(kind)
+        status = 0
+        if resp is not None:
+            status = resp.status
+            if 200 <= status < 300:
+                w = resp.served_by
+                self.served[w] = self.served.get(w, 0) + 1
+                if self.validate_answers:
+                    why = check_rest_answer(resp.body, self.payloads.rest_ids(n))
+                    if why:
+                        kind = "bad_response"
+                        self.error_detail[f"bad_response/{why}"] += 1
+            elif 400 <= status < 500:
+                kind = "http_4xx"
+                self.error_detail[f"http_4xx/{status}"] += 1
+            elif status >= 500:
+                kind = "http_5xx"
+                self.error_detail[f"http_5xx/{status}"] += 1
+            else:
+                kind = "bad_response"
+                self.error_detail[f"bad_response/status {status}"] += 1
         row.done_s = now
         row.http_status = status or None
         if kind is None:
             row.outcome, row.error_kind = "ok", None
-            self.free.append(sess)
         else:
             row.error_kind = kind
-            if kind in ("timeout", "refused"):
-                self._discard(sess)
-            else:
-                self.free.append(sess)  # a complete HTTP answer: the connection is fine
+        if self.locust_events:
+            self.env.events.request.fire(
+                request_type="POST", name=self.path, response_time=(now - row.sent_s) * 1e3,
+                response_length=len(resp.body) if resp is not None else 0,
+                exception=None if kind is None else AttemptFailed(kind),
+                context={"request_id": row.request_id, "attempt": row.attempt})
         return kind
 
     # -- one request (all its attempts) ------------------------------------------------------------
@@ -258,36 +236,54 @@ class RestRun:
                 sem.release()
 
     # -- open loop ---------------------------------------------------------------------------------
+    def _sleep_until(self, t: float) -> bool:
+        """Sleep until ``t`` (run clock); True if the run was stopped meanwhile. A plain sleep
+        costs less than waiting on the stop event once per request; a stop is still seen
+        within 50 ms."""
+        while True:
+            left = t - self.rel()
+            if left <= 0 or self.stop_evt.is_set():
+                return self.stop_evt.is_set()
+            gevent.sleep(min(left, 0.05))
+
     def dispatch_open(self) -> None:
         """Wake at every planned time of our part of the plan; spawn, wait for a slot, or record
         ``generator_saturated``. Never skips a planned request that is due before a stop."""
         arr: OpenArrival = self.sc.arrival
-        sem = gevent.lock.BoundedSemaphore(arr.max_in_flight)
+        sem = gevent.lock.BoundedSemaphore(self.max_in_flight)
         times = self.plan.intended_s
-        k, parts = self.part
+        max_late = arr.max_lateness_s
+        rel, op_id, spawn = self.rel, self.payloads.op_id, self.requests_group.spawn
+        run_of_due = 0
         try:
-            for i in range(k, len(times), parts):
+            for i in part_indices(len(times), self.part):
                 t_i = float(times[i])
-                wait = t_i - self.rel()
-                if wait > 0 and self.stop_evt.wait(timeout=wait):
-                    break
+                if t_i > rel():
+                    if self._sleep_until(t_i):
+                        break
+                    run_of_due = 0
+                elif run_of_due >= 32:   # behind: let the requests already spawned send too
+                    gevent.sleep(0)
+                    run_of_due = 0
                 if self.stop_evt.is_set():
                     break
-                now = self.rel()
+                run_of_due += 1
+                now = rel()
                 self.dispatch_lag.append(now - t_i)
-                self.planned_ids.append(self.payloads.op_id(i))
-                if now - t_i > arr.max_lateness_s:   # the generator itself fell behind
+                rid = op_id(i)
+                self.planned_ids.append(rid)
+                if now - t_i > max_late:   # the generator itself fell behind
                     self.saturated += 1
-                    self.ledger.saturated(self.payloads.op_id(i), self.B, t_i, now)
+                    self.ledger.saturated(rid, self.B, t_i, now)
                     continue
                 if not sem.acquire(blocking=False):
-                    left = t_i + arr.max_lateness_s - now
+                    left = t_i + max_late - now
                     if left <= 0 or not sem.acquire(timeout=left):
                         self.saturated += 1
-                        self.ledger.saturated(self.payloads.op_id(i), self.B, t_i, self.rel())
+                        self.ledger.saturated(rid, self.B, t_i, rel())
                         continue
                     self.cap_waits += 1
-                self.requests_group.spawn(self._request, i, t_i, sem)
+                spawn(self._request, i, t_i, sem)
         finally:
             self.dispatch_done.set()
 
@@ -333,60 +329,53 @@ class RestRun:
         """2xx answers per serving worker (X-Served-By), for driver.json."""
         return workers.answered(self.served)
 
-    def locust_crosscheck(self, df) -> dict:
-        st = self.env.stats.total
-        reported = df[df["sent_s"].notna() & (df["error_kind"] != "in_flight")]
-        ours = {"requests": int(len(reported)),
-                "failures": int((reported["outcome"] == "error").sum())}
-        theirs = {"requests": int(st.num_requests), "failures": int(st.num_failures)}
-        svc = (reported["done_s"] - reported["sent_s"]) * 1e3
-        errors = Counter()
-        for e in self.env.stats.errors.values():
-            errors[str(e.error)] += e.occurrences
-        return {
-            "match": ours == theirs, "ours": ours, "locust": theirs,
-            "locust_errors": dict(errors),
-            "response_time_ms": {
-                "locust_p50": st.get_response_time_percentile(0.5) if st.num_requests else None,
-                "locust_p99": st.get_response_time_percentile(0.99) if st.num_requests else None,
-                "ours_p50": round(float(svc.quantile(0.5)), 3) if len(svc) else None,
-                "ours_p99": round(float(svc.quantile(0.99)), 3) if len(svc) else None,
-            },
-            "events_fired_by_us": self.manual_events,
-        }
+    def crosscheck(self, df) -> dict:
+        """The table against the client's own count of exchanges (http1.Wire)."""
+        return wirecheck.crosscheck(df, self.wire.counts(), self.wire.no_answer,
+                                    self.wire.times_s, stale=self.wire.stale)
+
+    def connections(self) -> dict:
+        return {"created": self.wire.created, "discarded": self.wire.discarded,
+                "stale": self.wire.stale}
 
     def settings(self) -> dict:
         sc = self.sc
-        d = {"url": self.url, "path": self.path, "client": "locust.contrib.fasthttp.FastHttpSession"
-             " (geventhttpclient), one keep-alive connection per in-flight request",
+        d = {"url": self.url, "path": self.path, "client": "loadgen.http1 (HTTP/1.1 on gevent "
+             "sockets), one keep-alive connection per in-flight request",
              "timeout_s": self.T, "retry": sc.to_dict()["client"]["retry"],
              "retry_on": sorted(RETRYABLE), "batch_size": self.B, "part": list(self.part),
              "locust_version": locust.__version__, "gevent_version": gevent.__version__,
+             "locust_events": self.locust_events, "shards": self.part[1],
              "arrival": sc.to_dict()["arrival"]}
         if self.plan is not None:
             d["plan"] = self.plan.describe()
+            d["max_in_flight"] = self.max_in_flight
         return d
 
 
 # ---------------------------------------------------------------------------------------------
 # the CLI driver: python -m loadgen drive rest ...
 # ---------------------------------------------------------------------------------------------
-def check_loopback(url: str, allow_remote: bool) -> None:
-    from urllib.parse import urlparse
-    host = urlparse(url).hostname or ""
-    if not allow_remote and host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to drive {url}: only loopback targets unless --allow-remote")
+check_loopback = http1.check_loopback
 
 
 def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "/predict",
           start_at: float | None = None, lateness_p99_bound_s: float = 0.02,
           payloads: Payloads | None = None, validate_answers: bool = True,
-          quiet: bool = False) -> dict:
-    """Run the REST mode of ``scenario`` against ``url``; write the table and driver.json."""
+          quiet: bool = False, part: tuple[int, int] = (0, 1), max_in_flight: int | None = None,
+          start_gate: Callable[[], float] | None = None) -> dict:
+    """Run the REST mode of ``scenario`` against ``url``; write the table and driver.json.
+
+    A shard (``part`` = (k, K), started by :mod:`loadgen.shards`) sends its part of the plan with
+    its share of the in-flight cap, takes its t0 from ``start_gate`` (called once it is ready to
+    send; every shard gets the same t0) and also writes the raw distributions the merge needs.
+    """
     L.raise_fd_limit()
     if payloads is None:
         payloads = Payloads(load_texts(scenario.payload), scenario.workload.batch_size, run_id)
-    run = RestRun(scenario, url, run_id, payloads, path=path, validate_answers=validate_answers)
+    # the table is checked against the client's own count: Locust's statistics would only cost
+    run = RestRun(scenario, url, run_id, payloads, path=path, validate_answers=validate_answers,
+                  part=part, max_in_flight=max_in_flight, locust_events=False)
     user_cls = run.user_class()
     tm = scenario.timing
     # stop_timeout: a client removed by a step down finishes its operation (graceful)
@@ -401,9 +390,17 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         run.interrupt()
 
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
-    L.wait_until_epoch(start_at, gevent.sleep)
+    t0_at = None
+    if start_gate is not None:
+        t0_at = start_gate()
+        L.wait_until_epoch(t0_at, gevent.sleep)
+    else:
+        L.wait_until_epoch(start_at, gevent.sleep)
+    # A full collection traverses every tracked object: ~90 ms once the imports and 30k rows
+    # exist, a stall every few seconds at a few thousand requests/s. Frozen objects are skipped.
+    gc.freeze()
     cpu = L.CpuMeter()
-    run.start_clock()
+    run.start_clock(t0_at)
     say = (lambda *a: None) if quiet else L.progress
     if not quiet:
         L.start_line("rest", run_id, run.clock)
@@ -414,6 +411,7 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         while True:
             gevent.sleep(max(0.0, k - run.rel()))
             k += 1
+            gc.freeze()   # what lived a second (rows, mostly) is never traversed again
             lg = run.ledger
             beat(run.rel(), lg.requests, lg.ok, lg.failed, lg.in_flight)
 
@@ -448,6 +446,7 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         prog.kill()
         for h in handlers:
             h.cancel()
+    cpu_used = cpu.summary()            # the run's CPU, before the table is built
     run.ledger.finalize(stop_s)
     lg = run.ledger
     say(stop_s, "done", lg.requests, lg.ok, lg.failed, lg.in_flight)
@@ -456,13 +455,14 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
     counts = L.check_accounting(df, set(run.planned_ids))
     if counts["requests"] != lg.requests:
         raise L.AccountingError(f"live count {lg.requests} != table {counts['requests']}")
-    if run.plan is not None and not interrupted and counts["requests"] != len(run.plan):
-        raise L.AccountingError(f"plan has {len(run.plan)} requests, table {counts['requests']}")
+    if run.plan is not None and not interrupted and counts["requests"] != run.planned_count():
+        raise L.AccountingError(f"plan (part {run.part[0]} of {run.part[1]}) has "
+                                f"{run.planned_count()} requests, table {counts['requests']}")
     late = L.dist(run.lateness)
     arr = scenario.arrival
-    xcheck = run.locust_crosscheck(df)
+    xcheck = run.crosscheck(df)
     extra = [] if xcheck["match"] else \
-        [f"Locust counted {xcheck['locust']} but the table says {xcheck['ours']}"]
+        [f"the client counted {xcheck['wire']} exchanges but the table says {xcheck['ours']}"]
     driver = {
         **L.driver_record(mode="rest", run_id=run_id, scenario=scenario.name, clock=run.clock,
                           stop_s=stop_s, interrupted=interrupted, lateness=late,
@@ -474,12 +474,28 @@ def drive(scenario: Scenario, url: str, out: Path, run_id: str, *, path: str = "
         "lateness_s": late,
         "dispatch_lag_s": L.dist(run.dispatch_lag),
         "cap_waits": run.cap_waits, "generator_saturated": run.saturated,
-        "connections": {"created": run.sessions_created, "discarded": run.sessions_discarded},
+        "connections": run.connections(),
         "error_detail": dict(run.error_detail),
         "protection": run.guard.describe(),
-        "locust": xcheck,
-        "cpu": cpu.summary(),
+        "crosscheck": xcheck,
+        "cpu": cpu_used,
         "payload": payloads.describe(),
         "process": L.environment_info(),
     }
+    if run.part[1] > 1:   # a shard: the raw values its merge needs
+        Path(out).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(out) / RAW_FILE, lateness_s=np.asarray(run.lateness),
+                 dispatch_lag_s=np.asarray(run.dispatch_lag),
+                 wire_times_s=np.asarray(run.wire.times_s), cpu_samples=np.asarray(cpu.samples))
     return L.finish(out, df, driver, mode="rest", quiet=quiet)
+
+
+def start_from_stdin() -> float:
+    """A shard's start gate: say it is ready, then read the shared t0 (epoch seconds) from its
+    parent. The parent closing the pipe instead means: start now (it is stopping)."""
+    L.emit({"event": "ready", "pid": os.getpid()})
+    line = sys.stdin.readline()
+    try:
+        return float(line)
+    except ValueError:
+        return record.now_epoch()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from loadgen import record
@@ -31,14 +32,17 @@ def scenario(tmp_path: Path, name: str, **kw) -> Path:
     return write_scenario(tmp_path, name, **{"ops_per_s": 100, "text_bytes": 200, **kw})
 
 
-def argv(scen: Path, url: str, out: Path, run_id: str, *extra: str) -> list[str]:
+def argv(scen: Path, url: str, out: Path, run_id: str, *extra: str, shards: int = 1) -> list[str]:
+    """The driver's command line; one process unless ``shards`` says otherwise (its default,
+    one shard per core, would make these tests depend on the machine)."""
     return [sys.executable, "-m", "loadgen", "drive", "rest", "--scenario", str(scen),
-            "--url", url, "--out", str(out), "--run-id", run_id, *extra]
+            "--url", url, "--out", str(out), "--run-id", run_id, "--shards", str(shards), *extra]
 
 
-def drive(scen: Path, url: str, out: Path, run_id: str, *extra: str, timeout: float = 60):
-    r = subprocess.run(argv(scen, url, out, run_id, *extra), cwd=REPO, capture_output=True,
-                       text=True, timeout=timeout)
+def drive(scen: Path, url: str, out: Path, run_id: str, *extra: str, timeout: float = 60,
+          shards: int = 1):
+    r = subprocess.run(argv(scen, url, out, run_id, *extra, shards=shards), cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
     d = json.loads((out / "driver.json").read_text())
@@ -72,7 +76,9 @@ def test_open_loop_accounting_and_outputs(tmp_path, nginx):
     assert ok == n and d["valid"], d["invalid_reasons"]
     assert list(df.columns) == record.COLUMNS and (df["mode"] == "rest").all()
     assert (df["http_status"] == 200).all()
-    assert d["locust"]["match"] and d["locust"]["locust"]["requests"] == n
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["exchanges"] == n
+    assert d["crosscheck"]["wire"]["answered"] == {"2xx": n}
+    assert d["settings"]["shards"] == 1 and d["connections"]["created"] >= 1
     # progress lines: one per second + start + final
     prog = [x for x in lines if "phase" in x]
     assert lines[0]["event"] == "start" and lines[-1]["event"] == "final"
@@ -99,7 +105,7 @@ def test_bad_body_and_4xx_are_not_retried(tmp_path, nginx):
     d, df, _ = drive(scen, nginx.url, tmp_path / "400", "c400", "--path", "/status400")
     assert (df["error_kind"] == "http_4xx").all() and (df["http_status"] == 400).all()
     assert (df["attempt"] == 1).all()
-    assert d["locust"]["match"]
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["answered"] == {"4xx": len(df)}
 
 
 def test_503_is_retried_per_policy(tmp_path, nginx):
@@ -118,7 +124,7 @@ def test_503_is_retried_per_policy(tmp_path, nginx):
         assert list(g["attempt"]) == [1, 2, 3]
         assert g["request_intended_s"].nunique() == 1       # latency truth kept on every try
         assert (g["intended_s"].to_numpy()[1:] >= g["done_s"].to_numpy()[:-1] + 0.0099).all()
-    assert d["locust"]["match"] and d["locust"]["locust"]["requests"] == 3 * n
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["exchanges"] == 3 * n
 
 
 def test_retries_recover_after_503_burst(tmp_path, sup):
@@ -169,7 +175,8 @@ def test_target_killed_mid_run_loses_no_rows(tmp_path, sup):
     out = tmp_path / "out"
     p = subprocess.Popen(argv(scen, echo.url, out, "kill"), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)  # ~1 s of driver start-up, then ~1.5 s of load
+    assert json.loads(p.stdout.readline())["event"] == "start"   # start-up varies with load
+    time.sleep(1.5)  # ~1.5 s of load
     sup.stop(echo.proc)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err[-2000:]
@@ -180,7 +187,7 @@ def test_target_killed_mid_run_loses_no_rows(tmp_path, sup):
     assert ok > 20 and failed > 20
     kinds = set(df.loc[df["outcome"] == "error", "error_kind"])
     assert kinds <= {"refused", "timeout"}, kinds
-    assert d["locust"]["match"]
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["no_answer"] == failed
 
 
 def test_sigterm_marks_outstanding_rows_in_flight(tmp_path, sup):
@@ -191,7 +198,8 @@ def test_sigterm_marks_outstanding_rows_in_flight(tmp_path, sup):
     out = tmp_path / "out"
     p = subprocess.Popen(argv(scen, echo.url, out, "term"), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    assert json.loads(p.stdout.readline())["event"] == "start"   # start-up varies with load
+    time.sleep(2.0)
     p.send_signal(signal.SIGTERM)
     stdout, err = p.communicate(timeout=30)
     sup.stop(echo.proc)
@@ -236,3 +244,75 @@ def test_locustfile_headless(tmp_path, nginx):
     df = record.read(tmp_path / "lf" / "requests.parquet")
     assert d["counts"]["requests"] == d["settings"]["plan"]["planned"] == len(df)
     assert d["locust_local_stats"]["requests"] == len(df) and (df["outcome"] == "ok").all()
+
+
+def test_sharded_driver_writes_one_table(tmp_path, nginx):
+    """Two shard processes share one plan and one t0; the parent writes the one table and
+    driver.json that a single process would have written, and no table of its own shards."""
+    scen = scenario(tmp_path, "shd", ops_per_s=400,
+                    timing={"warmup_s": 0.5, "duration_s": 1.5, "drain_s": 1})
+    out = tmp_path / "out"
+    d, df, lines = drive(scen, nginx.url, out, "shd", "--no-validate", shards=2)
+    planned = d["settings"]["plan"]["planned"]
+    assert planned > 500
+    assert sorted(df["request_id"]) == sorted(f"shd-{i}" for i in range(planned))
+    assert len(df) == planned and (df["outcome"] == "ok").all()
+    assert d["counts"]["requests"] == d["counts"]["ok"] == planned
+    assert d["valid"] and d["complete"], d["invalid_reasons"]
+    assert d["settings"]["shards"] == 2 and d["settings"]["part"] == [0, 1]
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["exchanges"] == planned
+    assert [s["requests"] for s in d["shards"]] == [(planned + 1) // 2, planned // 2]
+    assert len(set(d["process"]["shard_pids"])) == 2
+    assert d["lateness_s"]["n"] == planned and d["cpu"]["percent_mean"] is not None
+    starts = [x for x in lines if x.get("event") == "start"]
+    assert len(starts) == 1 and starts[0]["t0_epoch"] == d["t0_epoch"]
+    prog = [x for x in lines if "phase" in x]
+    assert len(prog) >= 2 and prog[-1]["phase"] == "done" and prog[-1]["sent"] == planned
+    assert lines[-1]["event"] == "final" and lines[-1]["sent"] == planned
+    assert not list(out.glob("shards/*/requests.parquet"))
+
+
+def test_sigterm_stops_every_shard_and_keeps_their_rows(tmp_path, sup):
+    echo = start_echo_http(sup, service_ms=200)           # one at a time: requests queue up
+    scen = scenario(tmp_path, "shterm", ops_per_s=20,
+                    timing={"warmup_s": 0, "duration_s": 30, "drain_s": 5},
+                    client={"timeout_s": 20, "retry": {"policy": "none"}})
+    out = tmp_path / "out"
+    p = subprocess.Popen(argv(scen, echo.url, out, "shterm", shards=2), cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = json.loads(p.stdout.readline())                # the start line: shards are running
+    assert first["event"] == "start" and first["shards"] == 2
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    rest, err = p.communicate(timeout=30)
+    sup.stop(echo.proc)
+    assert p.returncode == 0, err[-2000:]
+    d = json.loads((out / "driver.json").read_text())
+    df = record.read(out / "requests.parquet")
+    assert d["interrupted"] and not d["valid"] and d["settings"]["shards"] == 2
+    assert all(s["requests"] > 0 for s in d["shards"])
+    assert not any(psutil.pid_exists(pid) for pid in d["process"]["shard_pids"])
+    n, ok, failed = per_request(df)
+    assert ok + failed == n == d["counts"]["requests"] and ok >= 1
+    assert (df["error_kind"] == "in_flight").sum() >= 1     # queued at the echo when stopped
+    assert d["crosscheck"]["match"]
+    assert json.loads(rest.splitlines()[-1])["event"] == "final"
+
+
+def test_make_capacity_prints_headroom_and_what_limits_the_driver(tmp_path):
+    """One rate the driver cannot sustain (drivers only, no service): the verdict names the
+    step's invalid reasons, the driver's CPU and what else ran on its cores."""
+    r = subprocess.run([sys.executable, "-m", "loadgen", "capacity", "--modes", "rest",
+                        "--no-service", "--seconds", "1", "--max-steps", "1",
+                        "--rate-rest", "40000", "--no-profile", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    step = json.loads(lines[0])
+    assert step["phase"] == "driver_step" and step["rate"] == 40000 and not step["sustained"]
+    text = "\n".join(lines)
+    assert "no rate sustained" in text and "service peak not measured" in text
+    assert "what limits the driver" in text and "driver CPU" in text
+    assert "on the driver's cores meanwhile" in text
+    final = json.loads(lines[-1])["verdicts"][0]
+    assert final["best"] is None and final["limits"] and len(final["steps"]) == 1
