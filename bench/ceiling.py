@@ -655,8 +655,12 @@ def run(opts: Options) -> tuple[Path, dict]:
     # the ceiling, measured here on the service cores (same code as bench run's)
     model = load_model()
     meta["model"] = model.info
-    # bench.run.measure_ceiling reads only the payload's seed and split from its scenario
-    payload = SimpleNamespace(payload=SimpleNamespace(seed=opts.seed, split="test"))
+    # bench.run.measure_ceiling reads only the payload from its scenario: the variants' own
+    # (a user's payload file, when one is named, like theirs)
+    from loadgen.scenario import parse_scenario
+    payload = parse_scenario({"name": "ceiling", "arrival": {"closed": {"clients": [[0, 1]]}},
+                              "payload": {"source": "imdb", "split": "test", "sample": 2000,
+                                          "seed": opts.seed}})
     ceiling = measure_ceiling(model, payload, opts.placement, progress)
     del model
     meta["ceiling"] = ceiling

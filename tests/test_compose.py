@@ -628,7 +628,7 @@ def test_kafka_healthcheck_speaks_the_kafka_protocol(tmp_path):
 
 FAKE_MODEL = '''
 class _M:
-    info = {"name": "compose-test-fake"}
+    info = {"name": "compose-test-fake", "version": "1", "max_batch": 1000, "batch_wait_ms": 0}
     def predict_batch(self, texts):
         return [(1, 0.75) for _ in texts]
 def make():
