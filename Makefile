@@ -59,7 +59,7 @@ help:
 	@echo "make ceiling          each variant's saturated throughput vs the model ceiling"
 	@echo "make verdict          which deployment to use: capacity, latency, overload, a plan"
 	@echo "                      (TARGET_RATE=reviews/s SLO_P99_MS=ms MODES=rest,stream)"
-	@echo "make capacity         the load generator's own capacity against no-op targets"
+	@echo "make capacity         each driver's sustained rate against the services' own peaks (headroom vs 3x)"
 	@echo "make up / make down   the same services on Apache Kafka with docker compose"
 
 setup: system venv kafka
