@@ -209,14 +209,14 @@ def load_run(path: str | Path) -> Run:
         meta, notes = {"run_id": path.name, "complete": False}, ["no meta.json: run incomplete"]
     else:
         raise FileNotFoundError(f"{path}: not a run folder (no meta.json, no <mode>/requests.parquet)")
-    if not _tables(path):
+    asked = _scenario_modes(meta)
+    if not any((path / m / "requests.parquet").exists() for m in asked):
         repeats = _load_repeats(path, meta, notes)
         if repeats:
             return Run(path=path, meta=meta, modes=repeats[0].modes, missing=repeats[0].missing,
                        notes=notes, repeats=repeats)
     modes: dict[str, ModeData] = {}
     missing: list[str] = []
-    asked = _scenario_modes(meta)
     for name in asked:
         data, mode_notes = load_mode(path, meta, name)
         if data is None and name not in asked:

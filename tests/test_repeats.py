@@ -237,3 +237,17 @@ def test_compare_a_repeated_run_with_a_single_one_uses_windows(tmp_path):
     row = next(r for r in cmp.rows if r.key == "ratios.stream.reviews_per_s")
     assert row.samples.endswith("windows")
     assert "only BASE is a repeated run" in text
+
+
+def test_a_repeated_run_with_a_calibration_phase_still_reads_its_repeats(tmp_path):
+    """A relative load's calibration leaves a request table of its own at the run's top level
+    (calibration/requests.parquet): it is not a mode, and the repeats are still what is read."""
+    import shutil
+
+    root = make_repeated(tmp_path / "rep", [0, 1], duration_s=20)
+    (root / "calibration").mkdir()
+    shutil.copy(root / "repeat-1" / "rest" / "requests.parquet",
+                root / "calibration" / "requests.parquet")
+    s = _summary(root)
+    assert s["complete"] and s["repeats"]["source"] == "repeats" and s["repeats"]["n"] == 2
+    assert set(s["modes"]) == {"rest", "stream"} and s["modes"]["rest"]["sent"] > 0
