@@ -71,9 +71,12 @@ def plan_size(sc: Scenario) -> int | None:
 
 
 def choose(sc: Scenario, requested: int | None, cores: list[int]) -> int:
-    """How many shards (:func:`loadgen.parts.shard_count`); 1 for a closed loop."""
+    """How many shards (:func:`loadgen.parts.shard_count`); 1 for a closed loop, and 1 when the
+    clients carry a circuit breaker or a retry budget: those judge the whole client population
+    together (one per driver process), which shards would split into independent halves."""
     n = plan_size(sc)
-    if n is None:
+    prot = sc.client.protection
+    if n is None or prot.breaker is not None or prot.retry_budget is not None:
         return 1
     return parts.shard_count(len(cores), n, sc.arrival.max_in_flight, requested)
 

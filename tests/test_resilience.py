@@ -354,7 +354,7 @@ def test_the_driver_fails_fast_while_the_breaker_is_open(tmp_path, noop_nginx):
     assert refused["sent_s"].isna().all() and refused["http_status"].isna().all()
     # refused attempts are retried per the policy (2 attempts), and every request has a row
     assert (df.groupby("request_id")["attempt"].max() == 2).all()
-    assert d["locust"]["match"] and d["locust"]["locust"]["requests"] == len(sent)
+    assert d["crosscheck"]["match"] and d["crosscheck"]["wire"]["exchanges"] == len(sent)
 
 
 @pytest.mark.stack
@@ -371,3 +371,23 @@ def test_the_driver_makes_no_retry_the_budget_denies(tmp_path, noop_nginx):
     assert b["retries_allowed"] == 3 and b["requests"] == n
     assert b["retries_denied"] in (n - 1, n)          # one request may have used two retries
     assert d["counts"]["failed_by_kind"] == {"http_5xx": n}
+
+
+def test_protected_clients_are_never_sharded(tmp_path):
+    """A breaker and a budget judge all the clients together: a sharded driver would split them
+    into independent halves, so a protected open loop runs in one process."""
+    from loadgen import shards
+    from loadgen.scenario import load_scenario
+
+    sc = load_scenario(write_scenario(tmp_path, "p", client={
+        "timeout_s": 1, "protection": {"breaker": True}},
+        arrival={"open": {"process": "constant", "rate": {"shape": "constant",
+                                                          "ops_per_s": 2000}}},
+        timing={"warmup_s": 0, "duration_s": 5, "drain_s": 1}))
+    plain = load_scenario(write_scenario(tmp_path, "q", client={
+        "timeout_s": 1},
+        arrival={"open": {"process": "constant", "rate": {"shape": "constant",
+                                                          "ops_per_s": 2000}}},
+        timing={"warmup_s": 0, "duration_s": 5, "drain_s": 1}))
+    assert shards.choose(sc, None, [0, 1]) == 1
+    assert shards.choose(plain, None, [0, 1]) == 2
