@@ -924,8 +924,8 @@ def axis_sentence(load: str, outcomes: Sequence[tuple[float, str | None]]) -> st
     for i, (o, first, last) in enumerate(runs):
         if i == 0:
             where = f"up to {cost_text(last)}" if first != last else f"at {cost_text(first)}"
-        elif i == len(runs) - 1:
-            where = f"from {cost_text(first)}" if first != last else f"at {cost_text(first)}"
+        elif i == len(runs) - 1:   # from the last change on: as far as the axis was measured
+            where = f"from {cost_text(first)}"
         else:
             where = (f"from {cost_text(first)} to {cost_text(last)}" if first != last
                      else f"at {cost_text(first)}")

@@ -50,7 +50,7 @@ def test_an_unclear_cost_is_not_a_change_of_winner():
                                 (1000, "stream", True)))
     assert [o for _, o in r.outcomes] == ["rest", vd.TIED, "stream"]
     assert len(r.changes) == 2                     # rest -> tie -> stream: two steps
-    assert "REST wins at 0 µs, no clear winner at 250 µs, stream wins at 1,000 µs" in r.sentence
+    assert "REST wins at 0 µs, no clear winner at 250 µs, stream wins from 1,000 µs" in r.sentence
     assert "the winner changes" not in r.sentence  # never REST directly next to the stream
     assert r.to_dict()["changes"][0] == {"between_us": [0.0, 250.0], "from": "rest",
                                          "to": vd.TIED}
@@ -61,7 +61,7 @@ def test_a_regime_missing_at_a_cost_is_not_measured_there():
     ax[1]["regimes"] = []
     (r,) = vd.axis_regimes(ax)
     assert r.outcomes == ((0.0, "rest"), (1000.0, None))
-    assert "not measured at 1,000 µs" in r.sentence
+    assert "REST wins at 0 µs, not measured from 1,000 µs" in r.sentence
     only_one = reg("saturated", "rest", values={"rest": 100.0, "stream": None})
     assert vd.outcome(only_one) is None
 
@@ -88,3 +88,115 @@ def test_the_pair_is_rest_and_the_stream_by_kind():
     assert vd.axis_pair(["a", "b"], {"a": "stream", "b": "rest"}) == ("b", "a")
     assert vd.axis_pair(["a", "b", "c"]) == ("a", "b")
     assert vd.axis_pair(["rest"]) is None
+
+
+# --------------------------------------------------------------------------------------------
+# the axis folder: a summary, words and a chart from each cost's summary
+
+
+def _cost_folder(root, cost, rest_cap, stream_cap):
+    from test_verdict import figs
+
+    rest = figs("rest", "rest", rest_cap)
+    stream = figs("stream", "stream", stream_cap, p99s=(60, 70, 90, 150, 600, 3000),
+                  kept=(0.99, 0.98), errs=(0.0, 0.0), amps=(1.0, 1.0), broker_cpu=45.0,
+                  engine="faust")
+    block = vd.verdict_block([rest, stream], slo_p99_ms=500, max_error_rate=0.01,
+                             target_reviews_per_s=10_000)
+    sub = root / bv.cost_dir(cost)
+    sub.mkdir()
+    (sub / "meta.json").write_text(json.dumps({
+        "kind": "verdict", "synthetic_cost_us": cost,
+        "model": {"synthetic_cost_us": cost, "synthetic_cost": {"measured_batched_us": cost}}}))
+    from analysis.metrics import jsonable
+    (sub / "summary.json").write_text(json.dumps(jsonable(
+        {"kind": "verdict", "complete": True, "verdict": block, "wall_s": 200})))
+
+
+def test_the_axis_folder_reports_where_the_winner_changes(tmp_path):
+    from analysis.verdict_axis import axis_rows, build_axis_report
+
+    costs = [0.0, 1000.0, 4000.0]
+    # REST serves more at 0 µs; as the model gets costlier its capacity falls below the stream's
+    for c, (r, s) in zip(costs, [(4000.0, 1800.0), (800.0, 700.0), (200.0, 240.0)]):
+        _cost_folder(tmp_path, c, r, s)
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "kind": "verdict", "run_id": "x-verdict", "order": ["rest", "stream"], "complete": True,
+        "phases": {"saturate_s": 6.0, "open_step_s": 5.0, "overload_s": 8.0},
+        "verdict": {"slo_p99_ms": 500, "max_error_rate": 0.01},
+        "axis": {"costs_us": costs, "dirs": [bv.cost_dir(c) for c in costs], "label": "synthetic"}}))
+    files = build_axis_report(tmp_path, rebuild=False)
+    s = json.loads(files.summary_json.read_text())      # strict JSON: no inf, no NaN
+    v = s["verdict"]
+    assert s["complete"] and v["synthetic"] and v["pair"] == ["rest", "stream"]
+    assert [e["cost_us"] for e in v["cost_axis"]] == costs
+    sat = {c["key"]: c for c in v["changes"]}["saturated"]
+    assert [o["outcome"] for o in sat["outcomes"]] == ["rest", "rest", "stream"]
+    assert sat["changes"] == [{"between_us": [1000.0, 4000.0], "from": "rest", "to": "stream"}]
+    adv = v["cost_axis"][0]["advantage"]["saturated"]
+    assert adv["value"] == pytest.approx(1800 / 4000, rel=0.05) and adv["ci95"][1] < 1
+    assert v["cost_axis"][2]["advantage"]["saturated"]["value"] > 1
+    assert s["words"][0].startswith("Synthetic model cost: +0, 1,000, 4,000 µs of CPU per input")
+    assert "measured in the bench's process at 1,000, 4,000 µs" in s["words"][0]
+    assert any("REST wins up to 1,000 µs, stream wins from 4,000 µs" in w for w in s["words"])
+    assert files.chart.is_file() and files.chart.name == "verdict-cost.png"
+    md = files.summary_md.read_text()
+    assert "synthetic" in md.lower() and "verdict-cost.png" in md and "cost-1000us/summary.md" in md
+    head, rows = axis_rows(s)
+    assert head[:2] == ["cost per input", "saturated (reviews/s)"] and len(rows) == 3
+    assert rows[0][0] == "0 µs (synthetic)"
+
+
+def test_a_missing_cost_is_a_gap_not_a_failure(tmp_path):
+    from analysis.verdict_axis import build_axis_summary
+
+    _cost_folder(tmp_path, 0.0, 4000.0, 1800.0)
+    meta = {"order": ["rest", "stream"], "complete": False,
+            "axis": {"costs_us": [0.0, 250.0], "dirs": ["cost-0us", "cost-250us"]}}
+    s = build_axis_summary(tmp_path, meta, rebuild=False)
+    assert not s["complete"]
+    assert s["verdict"]["cost_axis"][1]["regimes"] == []
+    assert any("At 250 µs the verdict is incomplete" in w for w in s["words"])
+
+
+# --------------------------------------------------------------------------------------------
+# the command line and the budget
+
+
+def test_the_axis_comes_from_the_flag_or_a_listed_env():
+    assert bv.axis_costs("0,250,1000,4000", None) == (0.0, 250.0, 1000.0, 4000.0)
+    assert bv.axis_costs(None, "0, 1000") == (0.0, 1000.0)
+    assert bv.axis_costs(None, "1000") is None         # one cost: one verdict, as for any run
+    assert bv.axis_costs(None, None) is None
+    o = bv.options(["--cost-us", "0,1000"], env={})
+    assert o.costs == (0.0, 1000.0) and o.phases == bv.AXIS
+    assert bv.options([], env={"RVS_COST_US": "0,250"}).costs == (0.0, 250.0)
+    assert bv.options([], env={}).costs is None and bv.options([], env={}).phases == bv.Phases()
+    assert bv.options(["--cost-us", "0,1", "--quick"], env={}).phases == bv.QUICK
+    with pytest.raises(SystemExit):
+        bv.options(["--cost-us", "0,0"], env={})       # a cost twice
+    with pytest.raises(SystemExit):
+        bv.options(["--cost-us", "0,1", "--target", "compose"], env={})
+    assert bv.cost_dir(1000.0) == "cost-1000us" and bv.cost_dir(62.5) == "cost-62_5us"
+
+
+def test_four_costs_fit_twenty_minutes():
+    per_cost = bv.AXIS.estimate_s(20) + bv.AXIS.estimate_s(5) + 15   # scaling and report
+    assert 4 * per_cost < 18 * 60
+    assert bv.AXIS.open_loads == bv.Phases().open_loads            # every load, shorter
+    assert bv.AXIS.overload_loads == bv.Phases().overload_loads
+
+
+def test_cost_env_sets_and_restores(monkeypatch):
+    import os
+
+    monkeypatch.setenv("RVS_COST_US", "0,250")
+    with bv.cost_env(250.0):
+        assert os.environ["RVS_COST_US"] == "250"
+    assert os.environ["RVS_COST_US"] == "0,250"
+    monkeypatch.delenv("RVS_COST_US")
+    with bv.cost_env(None):
+        assert "RVS_COST_US" not in os.environ
+    with bv.cost_env(1000.0):
+        assert os.environ["RVS_COST_US"] == "1000"
+    assert "RVS_COST_US" not in os.environ
