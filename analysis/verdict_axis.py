@@ -1,4 +1,5 @@
-"""A ``make verdict COST_US=...`` folder, read and reported: the verdict along a synthetic cost axis.
+"""A ``make verdict COST_US=...`` folder, read and reported: the verdict along a synthetic
+cost axis.
 
 The folder (bench/verdict.py ``run_axis`` writes it): ``meta.json`` with ``"kind": "verdict"`` and
 an ``axis`` block (``costs_us``, ``dirs``), and per cost a verdict folder of its own
@@ -86,7 +87,15 @@ def axis_words(block: Mapping[str, Any]) -> list[str]:
            + (f"; each phase shortened for the axis (saturated {ph.get('saturate_s'):g} s, "
               f"open-loop steps {ph.get('open_step_s'):g} s, overload {ph.get('overload_s'):g} s)"
               if ph.get("saturate_s") else "") + "."]
-    out += [c["sentence"] for c in block.get("changes") or []]
+    if block.get("pair"):
+        out += [c["sentence"] for c in block.get("changes") or []]
+    else:   # one deployment: nothing to win, but what the cost did to it
+        for m in block.get("modes") or []:
+            rates = [(e["cost_us"], ((e.get("capacity") or {}).get(m) or {})
+                      .get("saturated_reviews_per_s")) for e in block.get("cost_axis") or []]
+            out.append(f"Only {vd.label(m)} was measured, so no winner to follow; its saturated "
+                       "rate: " + ", ".join(f"{vd._fmt(r)} reviews/s at {vd.cost_text(c)}"
+                                            for c, r in rates) + f" ({vd.SYNTHETIC}).")
     seen = set()
     for e in block.get("cost_axis") or []:
         for c in e.get("caveats") or []:

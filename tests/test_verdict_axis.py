@@ -50,7 +50,8 @@ def test_an_unclear_cost_is_not_a_change_of_winner():
                                 (1000, "stream", True)))
     assert [o for _, o in r.outcomes] == ["rest", vd.TIED, "stream"]
     assert len(r.changes) == 2                     # rest -> tie -> stream: two steps
-    assert "REST wins at 0 µs, no clear winner at 250 µs, stream wins from 1,000 µs" in r.sentence
+    assert ("REST wins at 0 µs, no clear winner at 250 µs, stream wins from 1,000 µs"
+            in r.sentence)
     assert "the winner changes" not in r.sentence  # never REST directly next to the stream
     assert r.to_dict()["changes"][0] == {"between_us": [0.0, 250.0], "from": "rest",
                                          "to": vd.TIED}
@@ -124,7 +125,8 @@ def test_the_axis_folder_reports_where_the_winner_changes(tmp_path):
         "kind": "verdict", "run_id": "x-verdict", "order": ["rest", "stream"], "complete": True,
         "phases": {"saturate_s": 6.0, "open_step_s": 5.0, "overload_s": 8.0},
         "verdict": {"slo_p99_ms": 500, "max_error_rate": 0.01},
-        "axis": {"costs_us": costs, "dirs": [bv.cost_dir(c) for c in costs], "label": "synthetic"}}))
+        "axis": {"costs_us": costs, "dirs": [bv.cost_dir(c) for c in costs],
+                 "label": "synthetic"}}))
     files = build_axis_report(tmp_path, rebuild=False)
     s = json.loads(files.summary_json.read_text())      # strict JSON: no inf, no NaN
     v = s["verdict"]
@@ -200,3 +202,19 @@ def test_cost_env_sets_and_restores(monkeypatch):
     with bv.cost_env(1000.0):
         assert os.environ["RVS_COST_US"] == "1000"
     assert "RVS_COST_US" not in os.environ
+
+
+def test_one_deployment_along_the_axis_says_what_the_cost_did_to_it():
+    from analysis.verdict_axis import axis_block, axis_words, cost_entry
+
+    def summary(cap):
+        return {"complete": True, "verdict": {
+            "regimes": [reg("saturated", "rest", values={"rest": cap})],
+            "capacity": {"rest": {"kind": "rest", "saturated_reviews_per_s": cap}}}}
+
+    entries = [cost_entry(0.0, "cost-0us", summary(9000.0), None, None),
+               cost_entry(1000.0, "cost-1000us", summary(950.0), None, None)]
+    words = axis_words(axis_block({"order": ["rest"]}, entries, None))
+    assert ("Only REST was measured, so no winner to follow; its saturated rate: 9,000 reviews/s "
+            "at 0 µs, 950 reviews/s at 1,000 µs (synthetic).") in words
+    assert not any("at every cost" in w for w in words)
