@@ -19,8 +19,8 @@ to the next phase. The folder is then analysed and reported by analysis/verdict_
 
 ``--cost-us 0,250,1000,4000`` (``make verdict COST_US=...``) runs all of that once per synthetic
 model cost, each cost's folder ``cost-<µs>us/`` a verdict of its own with ``RVS_COST_US`` set in
-every process it starts and in the bench's own model (services/model/cost.py), each phase about
-half as long (AXIS) so four costs fit in ≈ 20 minutes; analysis/verdict_axis.py then says where
+every process it starts and in the bench's own model (services/model/cost.py), each phase
+less than half as long (AXIS) so four costs fit in ≈ 20 minutes; analysis/verdict_axis.py then says where
 each regime's winner changes as the model gets costlier.
 """
 
@@ -90,11 +90,11 @@ class Phases:
 QUICK = Phases(saturate_warmup_s=1.0, saturate_s=2.0, open_loads=(0.25, 0.5, 0.75),
                open_warmup_s=0.5, open_step_s=1.5, open_drain_s=2.0, overload_loads=(1.5, 3.0),
                overload_warmup_s=1.0, overload_s=2.0, overload_drain_s=4.0, settle_max_s=3.0)
-#: The cost axis (``--cost-us``): every load of the default, each phase about half as long, so
+#: The cost axis (``--cost-us``): every load of the default, each phase about 40 % as long, so
 #: four costs × two deployments fit in ≈ 20 minutes on 2 cores. The overload drain stays long
 #: enough for a stream's bounded backlog (clients × batch events) to be answered.
-AXIS = Phases(saturate_warmup_s=2.0, saturate_s=6.0, open_warmup_s=2.0, open_step_s=5.0,
-              open_drain_s=8.0, overload_warmup_s=5.0, overload_s=8.0, overload_drain_s=16.0,
+AXIS = Phases(saturate_warmup_s=2.0, saturate_s=5.0, open_warmup_s=2.0, open_step_s=4.0,
+              open_drain_s=8.0, overload_warmup_s=4.0, overload_s=7.0, overload_drain_s=16.0,
               settle_max_s=15.0)
 
 
