@@ -20,8 +20,8 @@ to the next phase. The folder is then analysed and reported by analysis/verdict_
 ``--cost-us 0,250,1000,4000`` (``make verdict COST_US=...``) runs all of that once per synthetic
 model cost, each cost's folder ``cost-<µs>us/`` a verdict of its own with ``RVS_COST_US`` set in
 every process it starts and in the bench's own model (services/model/cost.py), each phase
-less than half as long (AXIS) so four costs fit in ≈ 20 minutes; analysis/verdict_axis.py then says where
-each regime's winner changes as the model gets costlier.
+less than half as long (AXIS) so four costs fit in ≈ 20 minutes; analysis/verdict_axis.py then
+says where each regime's winner changes as the model gets costlier.
 """
 
 from __future__ import annotations

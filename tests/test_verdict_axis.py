@@ -218,3 +218,44 @@ def test_one_deployment_along_the_axis_says_what_the_cost_did_to_it():
     assert ("Only REST was measured, so no winner to follow; its saturated rate: 9,000 reviews/s "
             "at 0 µs, 950 reviews/s at 1,000 µs (synthetic).") in words
     assert not any("at every cost" in w for w in words)
+
+
+def test_each_cost_reaches_the_deployments_and_the_bench_model(tmp_path, monkeypatch):
+    """run_axis with the stack stubbed out: each deployment is started with RVS_COST_US at its
+    cost, the bench's own model is loaded at it, and the folders are laid out as documented."""
+    import os
+
+    import services.model as sm
+
+    seen, loaded = [], []
+
+    class Fake:
+        def __init__(self, cost):
+            self.info = {"name": "fake", "synthetic_cost_us": cost}
+
+    def fake_load():
+        loaded.append(os.environ.get("RVS_COST_US"))
+        return Fake(float(os.environ["RVS_COST_US"]))
+
+    def fake_deploy(mode, sc, mode_dir, opts, progress, run_id, info, save):
+        seen.append((mode, os.environ.get("RVS_COST_US"), mode_dir.parent.name))
+        info["complete"] = True
+
+    monkeypatch.setattr(sm, "load_model", fake_load)
+    monkeypatch.setattr(bv, "run_deployment", fake_deploy)
+    monkeypatch.setattr(bv, "measure_scaling", lambda *a: None)
+    monkeypatch.delenv("RVS_COST_US", raising=False)
+    opts = bv.options(["--cost-us", "0,500", "--results", str(tmp_path), "--modes", "rest,stream"],
+                      env={})
+    opts.quiet = True
+    run_dir, _ = bv.run_axis(opts)
+    assert loaded == ["0", "500"]
+    assert seen == [("rest", "0", "cost-0us"), ("stream", "0", "cost-0us"),
+                    ("rest", "500", "cost-500us"), ("stream", "500", "cost-500us")]
+    assert "RVS_COST_US" not in os.environ                 # restored after the axis
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["axis"]["dirs"] == ["cost-0us", "cost-500us"] and meta["complete"]
+    assert meta["phases"] == json.loads(json.dumps(bv.dataclasses.asdict(bv.AXIS)))
+    sub = json.loads((run_dir / "cost-500us" / "meta.json").read_text())
+    assert sub["synthetic_cost_us"] == 500 and sub["model"]["synthetic_cost_us"] == 500
+    assert (run_dir / "summary.json").is_file()            # the axis reported, gaps and all
