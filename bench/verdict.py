@@ -121,11 +121,21 @@ class VerdictOptions:
 # Each phase's scenario (pure: what the driver is asked to do)
 
 
-def saturating_clients(driver: str, batch_size: int, base: int) -> int:
+#: ... but no more than the model computes in this long on one core: at +4,000 µs per input,
+#: 4,096 events took 16 s a round trip, and a 5 s saturated window counted almost none of them.
+STREAM_ROUND_TRIP_S = 1.0
+
+
+def saturating_clients(driver: str, batch_size: int, base: int,
+                       model_reviews_per_s: float | None = None) -> int:
     """Closed-loop clients that keep one worker busy: ``base`` (the scenario's calibration
-    clients) for REST, enough for STREAM_SATURATING_EVENTS events in flight for a stream."""
+    clients) for REST; for a stream enough for STREAM_SATURATING_EVENTS events in flight, fewer
+    when the model alone computes less than that in STREAM_ROUND_TRIP_S (never below ``base``)."""
     if driver == "stream":
-        return max(base, math.ceil(STREAM_SATURATING_EVENTS / max(1, batch_size)))
+        events = STREAM_SATURATING_EVENTS
+        if model_reviews_per_s:
+            events = min(events, math.ceil(model_reviews_per_s * STREAM_ROUND_TRIP_S))
+        return max(base, math.ceil(events / max(1, batch_size)))
     return base
 
 
@@ -230,9 +240,11 @@ def _phase_record(rec: dict, **extra) -> dict:
 
 
 def run_deployment(mode: str, sc: Scenario, mode_dir: Path, opts: VerdictOptions,
-                   progress: Progress, run_id: str, info: dict, save) -> None:
+                   progress: Progress, run_id: str, info: dict, save,
+                   model_reviews_per_s: float | None = None) -> None:
     """Deploy ``mode`` once and drive it through every phase, filling ``info`` (meta.json's
-    ``modes.<mode>``) as it goes; ``save()`` writes meta.json."""
+    ``modes.<mode>``) as it goes; ``save()`` writes meta.json. ``model_reviews_per_s``: the model
+    alone on one core (bounds a stream's saturating events)."""
     from bench.calibrate import saturate
     from bench.ceiling import drive_phase, write_scenario
     from services.launcher import attach, deploy
@@ -264,7 +276,7 @@ def run_deployment(mode: str, sc: Scenario, mode_dir: Path, opts: VerdictOptions
 
         # 1. saturated: the capacity
         clients = saturating_clients(driver, sc.workload.batch_size, sc.calibration.clients
-                                     if sc.calibration else 4)
+                                     if sc.calibration else 4, model_reviews_per_s)
         progress.say(f"[bold]{mode} 1/{n_phases}[/]: saturated, closed loop, {clients} clients "
                      f"× {sc.workload.batch_size} reviews")
         cap, rec = saturate(dep, sup, saturate_scenario(sc, mode, ph, clients),
@@ -427,7 +439,8 @@ def measure(opts: VerdictOptions, sc: Scenario, slo: float | None, run_dir: Path
                              f"({time.monotonic() - t_start:.0f} s elapsed)")
                 info = meta["modes"].setdefault(mode, {"complete": False})
                 try:
-                    run_deployment(mode, sc, run_dir / mode, opts, progress, run_id, info, save)
+                    run_deployment(mode, sc, run_dir / mode, opts, progress, run_id, info, save,
+                                   (meta.get("scaling") or {}).get("one_core_reviews_per_s"))
                 except Exception as e:  # noqa: BLE001 — kept in meta; the others still run
                     info["error"] = str(e)
                     save()

@@ -237,7 +237,7 @@ def test_each_cost_reaches_the_deployments_and_the_bench_model(tmp_path, monkeyp
         loaded.append(os.environ.get("RVS_COST_US"))
         return Fake(float(os.environ["RVS_COST_US"]))
 
-    def fake_deploy(mode, sc, mode_dir, opts, progress, run_id, info, save):
+    def fake_deploy(mode, sc, mode_dir, opts, progress, run_id, info, save, rate=None):
         seen.append((mode, os.environ.get("RVS_COST_US"), mode_dir.parent.name))
         info["complete"] = True
 
@@ -259,3 +259,11 @@ def test_each_cost_reaches_the_deployments_and_the_bench_model(tmp_path, monkeyp
     sub = json.loads((run_dir / "cost-500us" / "meta.json").read_text())
     assert sub["synthetic_cost_us"] == 500 and sub["model"]["synthetic_cost_us"] == 500
     assert (run_dir / "summary.json").is_file()            # the axis reported, gaps and all
+
+
+def test_a_costly_model_keeps_the_streams_saturating_round_trip_short():
+    assert bv.saturating_clients("stream", 100, 4) == 41            # 4,096 events: cheap model
+    assert bv.saturating_clients("stream", 100, 4, 7000.0) == 41     # computes more than that
+    assert bv.saturating_clients("stream", 100, 4, 900.0) == 9       # ≈ 1 s of its work
+    assert bv.saturating_clients("stream", 100, 4, 100.0) == 4       # never below the base
+    assert bv.saturating_clients("rest", 100, 4, 100.0) == 4
