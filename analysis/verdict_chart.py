@@ -166,11 +166,12 @@ def fig_cost_axis(summary: Mapping[str, Any]) -> Figure | None:
             line = ax.errorbar(px, py, yerr=[lo, hi], marker=mk, capsize=3, lw=1.6, ms=6,
                                label=keys[k])
             if out_x:
-                ax.plot(out_x, [top / 1.15] * len(out_x), marker="^", ls="none", ms=9,
-                        color=line[0].get_color())
+                # one row per regime, so two outright wins at one cost do not hide each other
+                ax.plot(out_x, [top / 1.15 / 1.13 ** i] * len(out_x), marker="^", ls="none",
+                        ms=9, color=line[0].get_color())
             if out_low:
-                ax.plot(out_low, [bottom * 1.15] * len(out_low), marker="v", ls="none", ms=9,
-                        color=line[0].get_color())
+                ax.plot(out_low, [bottom * 1.15 * 1.13 ** i] * len(out_low), marker="v",
+                        ls="none", ms=9, color=line[0].get_color())
         ax.axhline(1.0, color="#333333", lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -190,7 +191,7 @@ def fig_cost_axis(summary: Mapping[str, Any]) -> Figure | None:
                 va="bottom", color=COLORS[base])
         ax.grid(True, which="both", alpha=0.3)
         if ks:
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="best")
     a_thr.set_ylabel(f"{c}'s advantage over {b} (×, log)")
     m = summary.get("machine") or {}
     fig.suptitle(f"Which should I use as the model gets costlier? {b} vs {c} along a SYNTHETIC "
