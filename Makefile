@@ -58,6 +58,7 @@ help:
 	@echo "make compare BASE=x HEAD=y   regression verdict for CI"
 	@echo "make ceiling          each variant's saturated throughput vs the model ceiling"
 	@echo "make verdict          which deployment to use: capacity, latency, overload, a plan"
+	@echo "make verdict COST_US=0,250,1000,4000   the verdict along a synthetic model-cost axis"
 	@echo "                      (TARGET_RATE=reviews/s SLO_P99_MS=ms MODES=rest,stream)"
 	@echo "make capacity         each driver's sustained rate against the services' own peaks (headroom vs 3x)"
 	@echo "make up / make down   the same services on Apache Kafka with docker compose"
@@ -130,9 +131,12 @@ ceiling: setup model payload
 
 # Which deployment to use (<= 15 minutes on 2 cores): each one's capacity, latency at 1/4 1/2 3/4
 # of it, the article's batch-and-retry load at 1.5x and 3x it, the winner per load regime and a
-# capacity plan for TARGET_RATE within SLO_P99_MS.
+# capacity plan for TARGET_RATE within SLO_P99_MS. COST_US=0,250,1000,4000 (a list): all of it at
+# each synthetic cost per input, phases shortened (<= 20 minutes), and where the winner changes.
+comma := ,
 verdict: setup model payload
 	$(PY) -m bench verdict $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(MODES),--modes $(MODES)) \
+	  $(if $(findstring $(comma),$(COST_US)),--cost-us $(COST_US)) \
 	  $(if $(TARGET_RATE),--target-rate $(TARGET_RATE)) $(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
 	  --target $(TARGET) $(VERDICT_ARGS)
 

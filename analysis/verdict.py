@@ -820,3 +820,149 @@ def run_verdict(summary: Mapping[str, Any]) -> str | None:
     return (f"Verdict at {summary.get('scenario')}'s load: " + " ".join(sentences)
             + " (Throughput in successful reviews/s, never requests/s: requests may carry "
               "different numbers of reviews.)")
+
+
+# --------------------------------------------------------------------------------------------
+# The model-cost axis: the same verdict at several synthetic costs per input
+
+#: How a cost on the axis is named, everywhere it is shown.
+SYNTHETIC = "synthetic"
+#: An outcome of one regime at one cost: a mode's name (a clear winner), TIED (the interval
+#: holds 1) or None (not measured).
+TIED = "tie"
+
+
+def cost_text(cost_us: float) -> str:
+    """'0 µs', '250 µs', '4,000 µs'."""
+    return f"{cost_us:,.0f} µs" if float(cost_us).is_integer() else f"{cost_us:,.1f} µs"
+
+
+def advantage(regime: Mapping[str, Any], num: str, den: str
+              ) -> tuple[float | None, float | None, float | None]:
+    """How many times better ``num`` did than ``den`` in one regime (> 1: ``num`` better,
+    whichever way better points: reviews/s ÷ reviews/s, or the p99 of ``den`` ÷ that of ``num``),
+    and the 95 % interval when the regime's margin is between these two. (value, lo, hi); an
+    outright win is ``inf`` (``0`` for a loss), not measured is (None, None, None)."""
+    vals = regime.get("values") or {}
+    a, b = vals.get(num), vals.get(den)
+    if a is None or b is None:
+        return None, None, None
+    higher = regime.get("better", "higher") == "higher"
+    top, bottom = (a, b) if higher else (b, a)
+    if bottom <= 0 and top <= 0:
+        return None, None, None
+    if bottom <= 0 or (not higher and top <= 0):
+        # higher: den served nothing; lower: a p99 of 0 is unmeasured, like None above
+        return (math.inf, None, None) if higher else (None, None, None)
+    value = top / bottom
+    lo, hi = (list(regime.get("ci95") or []) + [None, None])[:2]
+    winner = regime.get("winner")
+    if winner == num:
+        return value, lo, hi
+    if winner == den:       # the interval is of den's margin over num: invert it
+        return value, (1 / hi if hi else None), (1 / lo if lo else None)
+    return value, None, None
+
+
+def outcome(regime: Mapping[str, Any] | None) -> str | None:
+    """A regime's outcome at one cost: the clear winner, TIED, or None (nothing measured)."""
+    if not regime or not regime.get("winner"):
+        return None
+    vals = [v for v in (regime.get("values") or {}).values() if v is not None]
+    if len(vals) < 2:
+        return None
+    return regime["winner"] if regime.get("clear") else TIED
+
+
+@dataclass(frozen=True)
+class AxisRegime:
+    """One load regime along the cost axis: its outcome at each cost, runs of equal outcomes,
+    and each place the outcome changes (between two neighbouring costs: the grid's resolution)."""
+
+    key: str
+    load: str
+    outcomes: tuple[tuple[float, str | None], ...]          # (cost, outcome), ascending cost
+    changes: tuple[tuple[float, float, str | None, str | None], ...]  # (below, above, from, to)
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "load": self.load,
+                "outcomes": [{"cost_us": c, "outcome": o} for c, o in self.outcomes],
+                "changes": [{"between_us": [a, b], "from": f, "to": t}
+                            for a, b, f, t in self.changes],
+                "sentence": self.sentence}
+
+
+def _who(o: str | None) -> str:
+    return "not measured" if o is None else "no clear winner" if o == TIED else f"{label(o)} wins"
+
+
+def _runs(outcomes: Sequence[tuple[float, str | None]]
+          ) -> list[tuple[str | None, float, float]]:
+    runs: list[tuple[str | None, float, float]] = []
+    for c, o in outcomes:
+        if runs and runs[-1][0] == o:
+            runs[-1] = (o, runs[-1][1], c)
+        else:
+            runs.append((o, c, c))
+    return runs
+
+
+def axis_sentence(load: str, outcomes: Sequence[tuple[float, str | None]]) -> str:
+    """'¼ of capacity: REST wins up to 250 µs, the stream from 1,000 µs (the winner changes
+    between 250 and 1,000 µs)', or '...: REST wins at every cost (0–4,000 µs)'."""
+    if not outcomes:
+        return f"{load}: nothing measured."
+    runs = _runs(outcomes)
+    lo, hi = cost_text(outcomes[0][0]), cost_text(outcomes[-1][0])
+    if len(runs) == 1:
+        o = runs[0][0]
+        what = ("not measured" if o is None else "no clear winner" if o == TIED
+                else f"{label(o)} wins")
+        return f"{load}: {what} at every cost ({lo}–{hi}, {SYNTHETIC})."
+    parts = []
+    for i, (o, first, last) in enumerate(runs):
+        if i == 0:
+            where = f"up to {cost_text(last)}" if first != last else f"at {cost_text(first)}"
+        elif i == len(runs) - 1:   # from the last change on: as far as the axis was measured
+            where = f"from {cost_text(first)}"
+        else:
+            where = (f"from {cost_text(first)} to {cost_text(last)}" if first != last
+                     else f"at {cost_text(first)}")
+        parts.append(f"{_who(o)} {where}")
+    flips = [(a, b) for (a, oa), (b, ob) in zip(outcomes, outcomes[1:])
+             if oa not in (None, TIED) and ob not in (None, TIED) and oa != ob]
+    tail = "; the winner changes between " + ", and between ".join(
+        f"{cost_text(a)} and {cost_text(b)}" for a, b in flips) if flips else ""
+    return f"{load}: " + ", ".join(parts) + f" ({SYNTHETIC} cost per input{tail})."
+
+
+def axis_regimes(axis: Sequence[Mapping[str, Any]]) -> list[AxisRegime]:
+    """Per load regime, where its winner changes along the axis. ``axis``: one entry per cost,
+    ``{"cost_us", "regimes": [the verdict's regime dicts]}``, in any order; a regime is followed
+    in the order it first appears."""
+    pts = sorted(axis, key=lambda a: float(a["cost_us"]))
+    keys: dict[str, str] = {}
+    for a in pts:
+        for r in a.get("regimes") or []:
+            keys.setdefault(r["key"], r["load"])
+    out = []
+    for key, load in keys.items():
+        outs = tuple((float(a["cost_us"]),
+                      outcome(next((r for r in a.get("regimes") or [] if r["key"] == key), None)))
+                     for a in pts)
+        changes = tuple((a, b, oa, ob) for (a, oa), (b, ob) in zip(outs, outs[1:]) if oa != ob)
+        out.append(AxisRegime(key, load, outs, changes, axis_sentence(load, outs)))
+    return out
+
+
+def axis_pair(modes: Sequence[str], kinds: Mapping[str, str] | None = None
+              ) -> tuple[str, str] | None:
+    """(the baseline, the challenger) the axis chart compares: REST and a stream when both ran
+    (by kind), else the first two modes; None with fewer than two."""
+    kinds = kinds or {}
+    rest = next((m for m in modes if kinds.get(m, m) == "rest"), None)
+    stream = next((m for m in modes if kinds.get(m, m) == "stream"), None)
+    if rest and stream:
+        return rest, stream
+    return (modes[0], modes[1]) if len(modes) >= 2 else None

@@ -178,6 +178,7 @@ def build_summary(vr: VerdictRun, *, target_reviews_per_s: float | None = None,
                              scaling=vd.Scaling.from_dict(vr.meta.get("scaling")))
     return mx.jsonable({
         "kind": KIND, "scenario": (vr.meta.get("scenario") or {}).get("name"),
+        "synthetic": synthetic(vr.meta),
         "complete": bool(vr.meta.get("complete")) and not vr.missing,
         "run_id": vr.meta.get("run_id"), "created_utc": vr.meta.get("created_utc"),
         "git_commit": vr.meta.get("git_commit"), "machine": vr.meta.get("machine"),
@@ -185,6 +186,19 @@ def build_summary(vr: VerdictRun, *, target_reviews_per_s: float | None = None,
         "wall_s": vr.meta.get("wall_s"), "missing_modes": vr.missing,
         "verdict": block, "words": vd.verdict_lines(block),
     })
+
+
+def synthetic(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The synthetic cost the run's model carried (services/model/cost.py), stated and measured,
+    with its label; None for a model as it is."""
+    model = meta.get("model") or {}
+    cost = meta.get("synthetic_cost_us", model.get("synthetic_cost_us"))
+    if cost is None:
+        return None
+    cal = model.get("synthetic_cost") or {}
+    return {"cost_us": cost, "measured_us": cal.get("measured_batched_us"),
+            "label": f"synthetic: +{cost:g} µs of CPU per input, a calibrated busy loop added to "
+                     "the model in every process (not a real model's cost)"}
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -261,8 +275,10 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
              f"run `{summary.get('run_id')}` · {m.get('cpu_model', '?')}, {m.get('cpus', '?')} "
              f"cores, Python {m.get('python', '?')}"
              + (f" · `{summary['command']}`" if summary.get("command") else "")
-             + (f" · {summary['wall_s'] / 60:.1f} min" if summary.get("wall_s") else ""), "",
-             "**Verdict.**", ""]
+             + (f" · {summary['wall_s'] / 60:.1f} min" if summary.get("wall_s") else ""), ""]
+    if summary.get("synthetic"):
+        lines += [f"**{summary['synthetic']['label'].capitalize()}.**", ""]
+    lines += ["**Verdict.**", ""]
     lines += [f"- {s}" for s in (summary.get("words") or [])[:len(v.get("regimes") or [])]]
     if v.get("caveats"):
         lines += ["", "Caveats:", ""] + [f"- {c}" for c in v["caveats"]]
@@ -316,6 +332,8 @@ def render_html(summary: Mapping[str, Any], png: bytes | None) -> str:
              f"<p>run <code>{e(str(summary.get('run_id')))}</code> · "
              f"{e(str((summary.get('machine') or {}).get('cpu_model', '?')))} · "
              f"command <code>{e(str(summary.get('command') or ''))}</code></p>",
+             (f"<p><b>{e(summary['synthetic']['label'].capitalize())}.</b></p>"
+              if summary.get("synthetic") else ""),
              "<h2>Verdict</h2><ul>"
              + "".join(f"<li>{e(s)}</li>" for s in (summary.get("words") or [])[:n_reg])
              + "</ul>"]
@@ -358,8 +376,11 @@ def build_verdict_report(run_dir: str | Path, out_dir: str | Path | None = None,
     """Write summary.json, summary.md, charts/verdict.png and report.html into the folder (or
     ``out_dir``: another target or SLO planned from the same measurements, kept apart)."""
     from .charts import png_bytes
+    from .verdict_axis import build_axis_report, is_axis
     from .verdict_chart import fig_verdict
 
+    if is_axis(json.loads((Path(run_dir) / "meta.json").read_text())):
+        return build_axis_report(run_dir, out_dir)   # a cost axis: a verdict per sub-folder
     vr = load_verdict(run_dir)
     summary = build_summary(vr, target_reviews_per_s=target_reviews_per_s,
                             slo_p99_ms=slo_p99_ms)

@@ -16,6 +16,12 @@ Each deployment is started once and every phase drives it with the real driver s
 sampler and core sampler (bench.ceiling.drive_phase, as the calibration of ``make bench`` does);
 between phases the bench waits until the service is idle, so an abandoned backlog is not charged
 to the next phase. The folder is then analysed and reported by analysis/verdict_run.py.
+
+``--cost-us 0,250,1000,4000`` (``make verdict COST_US=...``) runs all of that once per synthetic
+model cost, each cost's folder ``cost-<µs>us/`` a verdict of its own with ``RVS_COST_US`` set in
+every process it starts and in the bench's own model (services/model/cost.py), each phase
+less than half as long (AXIS) so four costs fit in ≈ 20 minutes; analysis/verdict_axis.py then
+says where each regime's winner changes as the model gets costlier.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from bench.run import RESULTS, PhaseFailed, Placement, _link_latest, new_run_dir
 from loadgen import relative as rel
 from loadgen.scenario import Calibration, Scenario, load_scenario
 from services import procs, registry
+from services.model.cost import CostError, cost_axis
 from services.procs import LaunchError, Supervisor
 
 #: The capacity plan's target when none is given (reviews/s).
@@ -83,6 +90,13 @@ class Phases:
 QUICK = Phases(saturate_warmup_s=1.0, saturate_s=2.0, open_loads=(0.25, 0.5, 0.75),
                open_warmup_s=0.5, open_step_s=1.5, open_drain_s=2.0, overload_loads=(1.5, 3.0),
                overload_warmup_s=1.0, overload_s=2.0, overload_drain_s=4.0, settle_max_s=3.0)
+#: The cost axis (``--cost-us``): every load of the default, each phase about 40 % as long, so
+#: four costs × two deployments fit in ≈ 20 minutes on 2 cores. The overload drain stays the
+#: default's: a stream's backlog at 3× is ≈ 3 × the 5 s timeout of work (clients × batch events),
+#: and 16 s left 39 % of its 3× requests in flight (p50 17 s), counted as failed.
+AXIS = Phases(saturate_warmup_s=2.0, saturate_s=5.0, open_warmup_s=2.0, open_step_s=4.0,
+              open_drain_s=8.0, overload_warmup_s=4.0, overload_s=7.0, overload_drain_s=35.0,
+              settle_max_s=15.0)
 
 
 @dataclass
@@ -99,17 +113,29 @@ class VerdictOptions:
     bootstrap: str | None = None
     quiet: bool = False
     command: str = ""
+    #: the synthetic cost axis, µs of CPU per input (None: one verdict, $RVS_COST_US as set)
+    costs: tuple[float, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # Each phase's scenario (pure: what the driver is asked to do)
 
 
-def saturating_clients(driver: str, batch_size: int, base: int) -> int:
+#: ... but no more than the model computes in this long on one core: at +4,000 µs per input,
+#: 4,096 events took 16 s a round trip, and a 5 s saturated window counted almost none of them.
+STREAM_ROUND_TRIP_S = 1.0
+
+
+def saturating_clients(driver: str, batch_size: int, base: int,
+                       model_reviews_per_s: float | None = None) -> int:
     """Closed-loop clients that keep one worker busy: ``base`` (the scenario's calibration
-    clients) for REST, enough for STREAM_SATURATING_EVENTS events in flight for a stream."""
+    clients) for REST; for a stream enough for STREAM_SATURATING_EVENTS events in flight, fewer
+    when the model alone computes less than that in STREAM_ROUND_TRIP_S (never below ``base``)."""
     if driver == "stream":
-        return max(base, math.ceil(STREAM_SATURATING_EVENTS / max(1, batch_size)))
+        events = STREAM_SATURATING_EVENTS
+        if model_reviews_per_s:
+            events = min(events, math.ceil(model_reviews_per_s * STREAM_ROUND_TRIP_S))
+        return max(base, math.ceil(events / max(1, batch_size)))
     return base
 
 
@@ -214,9 +240,11 @@ def _phase_record(rec: dict, **extra) -> dict:
 
 
 def run_deployment(mode: str, sc: Scenario, mode_dir: Path, opts: VerdictOptions,
-                   progress: Progress, run_id: str, info: dict, save) -> None:
+                   progress: Progress, run_id: str, info: dict, save,
+                   model_reviews_per_s: float | None = None) -> None:
     """Deploy ``mode`` once and drive it through every phase, filling ``info`` (meta.json's
-    ``modes.<mode>``) as it goes; ``save()`` writes meta.json."""
+    ``modes.<mode>``) as it goes; ``save()`` writes meta.json. ``model_reviews_per_s``: the model
+    alone on one core (bounds a stream's saturating events)."""
     from bench.calibrate import saturate
     from bench.ceiling import drive_phase, write_scenario
     from services.launcher import attach, deploy
@@ -248,7 +276,7 @@ def run_deployment(mode: str, sc: Scenario, mode_dir: Path, opts: VerdictOptions
 
         # 1. saturated: the capacity
         clients = saturating_clients(driver, sc.workload.batch_size, sc.calibration.clients
-                                     if sc.calibration else 4)
+                                     if sc.calibration else 4, model_reviews_per_s)
         progress.say(f"[bold]{mode} 1/{n_phases}[/]: saturated, closed loop, {clients} clients "
                      f"× {sc.workload.batch_size} reviews")
         cap, rec = saturate(dep, sup, saturate_scenario(sc, mode, ph, clients),
@@ -315,14 +343,13 @@ def measure_scaling(model, sc: Scenario, placement: Placement, progress: Progres
     scale with cores here? What the capacity plan's linear extrapolation rests on (≈ 4 s)."""
     import os
 
-    from bench.model_ceiling import best, measure_tries
-    from services.model.data import sample_reviews
+    from bench.model_ceiling import best, ceiling_inputs, measure_tries
 
     cores = sorted(os.sched_getaffinity(0))
     one = list(placement.service or cores[:1])[:1]
     if len(cores) < 2:
         return None
-    texts, _ = sample_reviews(2000, seed=sc.payload.seed, split=sc.payload.split)
+    texts = ceiling_inputs(sc.payload, 2000)
     batch = sc.workload.batch_size
     r1 = best([t.reviews_per_s for t in measure_tries(model, texts, one, batch)])
     rn = best([t.reviews_per_s for t in measure_tries(model, texts, cores, batch)])
@@ -338,31 +365,60 @@ def measure_scaling(model, sc: Scenario, placement: Placement, progress: Progres
 # The whole verdict
 
 
-def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
-    """Measure every deployment, then write and print the verdict; (folder, summary)."""
-    from services.model import load_model
-
+def _scenario(opts: VerdictOptions) -> tuple[Scenario, float | None]:
     sc = load_scenario(opts.scenario)
     if opts.modes:
         for m in opts.modes:
             registry.resolve(m)   # an unknown name fails here, before anything starts
         sc = dataclasses.replace(sc, modes=tuple(opts.modes))
-    slo = opts.slo_p99_ms if opts.slo_p99_ms is not None else sc.slo.p99_ms
-    opts.results.mkdir(parents=True, exist_ok=True)
-    run_dir = new_run_dir(opts.results, "verdict")
-    _link_latest(opts.results, run_dir)
-    progress = Progress(quiet=opts.quiet)
-    t_start = time.monotonic()
-    meta = {"kind": "verdict", "run_id": run_dir.name, "scenario": sc.to_dict(),
+    return sc, (opts.slo_p99_ms if opts.slo_p99_ms is not None else sc.slo.p99_ms)
+
+
+def _meta(opts: VerdictOptions, sc: Scenario, slo: float | None, run_id: str,
+          phases: Phases) -> dict:
+    meta = {"kind": "verdict", "run_id": run_id, "scenario": sc.to_dict(),
             "order": list(sc.modes), "command": opts.command,
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "git": metamod.git_commit(), "machine": metamod.machine(),
             "versions": {"packages": metamod.packages()}, "placement": opts.placement.to_dict(),
-            "target": opts.target, "phases": dataclasses.asdict(opts.phases),
+            "target": opts.target, "phases": dataclasses.asdict(phases),
             "verdict": {"target_reviews_per_s": opts.target_reviews_per_s, "slo_p99_ms": slo,
                         "max_error_rate": sc.slo.max_error_rate},
             "complete": False, "modes": {}}
     meta["git_commit"] = meta["git"]["commit"]
+    return meta
+
+
+@contextlib.contextmanager
+def cost_env(cost_us: float | None):
+    """``RVS_COST_US`` set to ``cost_us`` while the block runs (every process started in it,
+    and load_model here, add that synthetic cost); None leaves the environment as it is."""
+    import os
+
+    if cost_us is None:
+        yield
+        return
+    old = os.environ.get("RVS_COST_US")
+    os.environ["RVS_COST_US"] = f"{cost_us:g}"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RVS_COST_US", None)
+        else:
+            os.environ["RVS_COST_US"] = old
+
+
+def measure(opts: VerdictOptions, sc: Scenario, slo: float | None, run_dir: Path,
+            progress: Progress, *, run_id: str, cost_us: float | None = None) -> dict:
+    """Measure every deployment into ``run_dir`` (a verdict folder: meta.json and a sub-folder
+    per deployment), with the synthetic ``cost_us`` per input in every process; its meta."""
+    from services.model import load_model
+
+    t_start = time.monotonic()
+    meta = _meta(opts, sc, slo, run_id, opts.phases)
+    if cost_us is not None:
+        meta["synthetic_cost_us"] = cost_us
     meta_path = run_dir / "meta.json"
 
     def save() -> None:
@@ -370,56 +426,165 @@ def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
         metamod.write_json(meta_path, meta)
 
     save()
-    est = sum(opts.phases.estimate_s(20.0 if registry.uses_broker(m) else 5.0)
-              for m in sc.modes)
+    with cost_env(cost_us):
+        model = load_model()
+        meta["model"] = model.info
+        if opts.target == "local":   # the computation's own scaling with cores, before any load
+            meta["scaling"] = measure_scaling(model, sc, opts.placement, progress)
+        del model
+        save()
+        try:
+            for k, mode in enumerate(sc.modes, 1):
+                progress.say(f"[bold]deployment {k} of {len(sc.modes)}: {mode}[/] "
+                             f"({time.monotonic() - t_start:.0f} s elapsed)")
+                info = meta["modes"].setdefault(mode, {"complete": False})
+                try:
+                    run_deployment(mode, sc, run_dir / mode, opts, progress, run_id, info, save,
+                                   (meta.get("scaling") or {}).get("one_core_reviews_per_s"))
+                except Exception as e:  # noqa: BLE001 — kept in meta; the others still run
+                    info["error"] = str(e)
+                    save()
+                    progress.say(f"[red]{mode}: {e}[/]; going on with the next deployment")
+            meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
+        except KeyboardInterrupt:
+            meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
+            save()
+            progress.say(f"[red]interrupted[/]; partial verdict kept in {run_dir}")
+            raise
+        finally:
+            meta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+            save()
+    return meta
+
+
+def _estimate_s(sc: Scenario, phases: Phases) -> float:
+    return sum(phases.estimate_s(20.0 if registry.uses_broker(m) else 5.0) for m in sc.modes) + 8
+
+
+def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
+    """Measure every deployment, then write and print the verdict; (folder, summary)."""
+    if opts.costs:
+        return run_axis(opts)
+    sc, slo = _scenario(opts)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(opts.results, "verdict")
+    _link_latest(opts.results, run_dir)
+    progress = Progress(quiet=opts.quiet)
+    t_start = time.monotonic()
     progress.say(f"[bold]verdict[/]: {', '.join(sc.modes)} on '{sc.name}' "
-                 f"({sc.workload.batch_size} reviews per operation), about {est / 60:.0f} min; "
+                 f"({sc.workload.batch_size} reviews per operation), about "
+                 f"{_estimate_s(sc, opts.phases) / 60:.0f} min; "
                  f"plan for {opts.target_reviews_per_s:,.0f} reviews/s"
                  + (f" at p99 ≤ {slo:,.0f} ms" if slo else "") + f" -> {run_dir}")
-    model = load_model()
-    meta["model"] = model.info
-    if opts.target == "local":   # the computation's own scaling with cores, before any load
-        meta["scaling"] = measure_scaling(model, sc, opts.placement, progress)
-    del model
-    save()
-    try:
-        for k, mode in enumerate(sc.modes, 1):
-            progress.say(f"[bold]deployment {k} of {len(sc.modes)}: {mode}[/] "
-                         f"({time.monotonic() - t_start:.0f} s elapsed)")
-            info = meta["modes"].setdefault(mode, {"complete": False})
-            try:
-                run_deployment(mode, sc, run_dir / mode, opts, progress, run_dir.name, info, save)
-            except Exception as e:  # noqa: BLE001 — kept in meta; the others still run
-                info["error"] = str(e)
-                save()
-                progress.say(f"[red]{mode}: {e}[/]; going on with the next deployment")
-        meta["complete"] = all(m.get("complete") for m in meta["modes"].values())
-    except KeyboardInterrupt:
-        meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
-        save()
-        progress.say(f"[red]interrupted[/]; partial verdict kept in {run_dir}")
-        raise
-    finally:
-        meta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-        save()
+    measure(opts, sc, slo, run_dir, progress, run_id=run_dir.name)
     summary = report(run_dir, progress)
     progress.say(f"verdict in {time.monotonic() - t_start:.0f} s: {run_dir / 'report.html'}")
     return run_dir, summary
 
 
-def report(run_dir: Path, progress: Progress) -> dict | None:
-    """Analyse the folder and print the verdict (a failed analysis says how to re-run it)."""
-    from analysis.verdict_run import build_verdict_report, capacity_rows, plan_rows, regime_rows
+def cost_dir(cost_us: float) -> str:
+    """A cost's sub-folder of an axis folder: ``cost-1000us``, ``cost-62_5us``."""
+    return f"cost-{cost_us:g}us".replace(".", "_")
+
+
+def run_axis(opts: VerdictOptions) -> tuple[Path, dict | None]:
+    """The verdict at each synthetic cost of ``opts.costs`` (each a verdict folder of its own,
+    ``cost-<µs>us/``), then the axis: where each regime's winner changes as the model gets
+    costlier (analysis/verdict_axis.py)."""
+    costs = tuple(opts.costs or ())
+    sc, slo = _scenario(opts)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(opts.results, "verdict")
+    _link_latest(opts.results, run_dir)
+    progress = Progress(quiet=opts.quiet)
+    t_start = time.monotonic()
+    meta = _meta(opts, sc, slo, run_dir.name, opts.phases)
+    meta.pop("modes")
+    meta["axis"] = {"costs_us": list(costs), "dirs": [cost_dir(c) for c in costs],
+                    "label": "synthetic: a calibrated busy loop of this many µs of CPU per input, "
+                             "added to the model in every process (services/model/cost.py)"}
+
+    def save() -> None:
+        meta["wall_s"] = round(time.monotonic() - t_start, 1)
+        metamod.write_json(run_dir / "meta.json", meta)
+
+    save()
+    per_cost = _estimate_s(sc, opts.phases)
+    progress.say(f"[bold]verdict along a synthetic cost axis[/]: {', '.join(sc.modes)} on "
+                 f"'{sc.name}' at +{', '.join(f'{c:g}' for c in costs)} µs of CPU per input, "
+                 f"each phase shortened (bench.verdict.AXIS), about "
+                 f"{len(costs) * per_cost / 60:.0f} min -> {run_dir}")
+    done = []
+    try:
+        for i, cost in enumerate(costs):
+            elapsed = time.monotonic() - t_start
+            left = (elapsed / i * (len(costs) - i)) if i else per_cost * len(costs)
+            progress.say(f"[bold]cost {i + 1} of {len(costs)}: +{cost:g} µs of CPU per input "
+                         f"(synthetic)[/] — {elapsed / 60:.1f} min elapsed, about "
+                         f"{left / 60:.0f} min left")
+            sub = run_dir / cost_dir(cost)
+            sub.mkdir()
+            m = measure(opts, sc, slo, sub, progress, run_id=f"{run_dir.name}-{sub.name}",
+                        cost_us=cost)
+            done.append(bool(m.get("complete")))
+            _report_cost(sub, cost, progress)
+        meta["complete"] = len(done) == len(costs) and all(done)
+    except KeyboardInterrupt:
+        meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
+        progress.say(f"[red]interrupted[/]; the costs measured so far are kept in {run_dir}")
+        raise
+    finally:
+        meta["ended_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+        save()
+    summary = report(run_dir, progress)
+    progress.say(f"verdict along the cost axis in {(time.monotonic() - t_start) / 60:.1f} min: "
+                 f"{run_dir / 'report.html'}")
+    return run_dir, summary
+
+
+def _report_cost(sub: Path, cost: float, progress: Progress) -> None:
+    """One cost's verdict folder reported, and one line of it said."""
+    from analysis.verdict_run import build_verdict_report
 
     try:
-        files = build_verdict_report(run_dir)
+        s = build_verdict_report(sub).summary
+    except Exception as e:  # noqa: BLE001 — the axis report says what is missing
+        progress.say(f"[yellow]+{cost:g} µs: analysis failed: {e}[/]")
+        return
+    cap = (s.get("verdict") or {}).get("capacity") or {}
+    regs = (s.get("verdict") or {}).get("regimes") or []
+    progress.say(f"+{cost:g} µs: saturated " + ", ".join(
+        f"{k} {v['saturated_reviews_per_s']:,.0f}" for k, v in cap.items()) + " reviews/s; "
+        + "; ".join(f"{r['load']}: {r['winner'] if r.get('clear') else 'no clear winner'}"
+                    for r in regs))
+
+
+def report(run_dir: Path, progress: Progress) -> dict | None:
+    """Analyse the folder and print the verdict (a failed analysis says how to re-run it)."""
+    from analysis.verdict_axis import axis_rows, build_axis_report
+    from analysis.verdict_run import build_verdict_report, capacity_rows, plan_rows, regime_rows
+
+    try:   # an axis: each cost folder was reported as it ended
+        files = (build_axis_report(run_dir, rebuild=False) if _is_axis(run_dir)
+                 else build_verdict_report(run_dir))
     except Exception as e:  # noqa: BLE001 — the measurements are kept; say how to re-run
         progress.say(f"[yellow]verdict analysis failed: {e}[/] — re-run: "
                      f"python -m analysis report {run_dir}")
         return None
     s = files.summary
-    show_verdict(progress, s, capacity_rows, regime_rows, plan_rows)
+    if (s.get("verdict") or {}).get("cost_axis") is not None:
+        show_verdict(progress, s, axis_rows)
+    else:
+        show_verdict(progress, s, capacity_rows, regime_rows, plan_rows)
     return s
+
+
+def _is_axis(run_dir: Path) -> bool:
+    import json
+
+    from analysis.verdict_axis import is_axis
+
+    return is_axis(json.loads((run_dir / "meta.json").read_text()))
 
 
 def show_verdict(progress: Progress, s: dict, *tables) -> None:
@@ -428,6 +593,8 @@ def show_verdict(progress: Progress, s: dict, *tables) -> None:
 
     c = progress.console
     c.print("[bold]Verdict[/]")
+    if (s.get("synthetic") or {}).get("label"):
+        c.print(f"[yellow]{escape(s['synthetic']['label'])}[/]", soft_wrap=True)
     for line in s.get("words") or []:
         c.print(f"- {escape(line)}", soft_wrap=True)
     for make in tables:
@@ -458,6 +625,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-p99-ms", type=float, default=None,
                    help="the SLO's p99 latency, ms (default: the scenario's slo.p99_ms)")
     p.add_argument("--quick", action="store_true", help="every phase short (a smoke test)")
+    p.add_argument("--cost-us", metavar="LIST",
+                   help="a synthetic model-cost axis, µs of CPU per input, e.g. 0,250,1000,4000: "
+                        "the verdict at each cost (phases shortened), and where the winner "
+                        "changes (default: $RVS_COST_US when it is a comma list)")
     p.add_argument("--results", default=None, help="results root (default: results/)")
     p.add_argument("--service-cpus")
     p.add_argument("--driver-cpus")
@@ -468,12 +639,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def options(argv: list[str]) -> VerdictOptions:
-    a = parser().parse_args(argv)
+def axis_costs(flag: str | None, env: str | None) -> tuple[float, ...] | None:
+    """The cost axis asked for: ``--cost-us``, else ``$RVS_COST_US`` when it lists several
+    (one number there is one verdict at that cost, as for any run)."""
+    if flag:
+        return tuple(cost_axis(flag, "--cost-us"))
+    if env and "," in env:
+        return tuple(cost_axis(env, "RVS_COST_US"))
+    return None
+
+
+def options(argv: list[str], env: dict[str, str] | None = None) -> VerdictOptions:
+    import os
+
+    p = parser()
+    a = p.parse_args(argv)
     modes = tuple(m.strip() for m in a.modes.split(",") if m.strip()) if a.modes else None
+    try:
+        costs = axis_costs(a.cost_us, (os.environ if env is None else env).get("RVS_COST_US"))
+    except CostError as e:
+        p.error(str(e))
+    if costs and a.target != "local":
+        p.error("--cost-us needs --target local: the bench sets each cost in the processes it "
+                "starts, and a compose deployment's containers load their own model")
     return VerdictOptions(
         scenario=a.scenario, modes=modes or None, target_reviews_per_s=a.target_rate,
-        slo_p99_ms=a.slo_p99_ms, phases=QUICK if a.quick else Phases(),
+        slo_p99_ms=a.slo_p99_ms, costs=costs,
+        phases=QUICK if a.quick else AXIS if costs else Phases(),
         placement=Placement.default(a.service_cpus, a.driver_cpus, a.broker_cpus),
         results=Path(a.results) if a.results else RESULTS, target=a.target, url=a.url,
         bootstrap=a.bootstrap,
