@@ -245,26 +245,12 @@ def build_axis_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
                       rebuild: bool = True):
     """Write summary.json, summary.md, charts/verdict-cost.png and report.html of an axis
     (``rebuild=False``: from the cost folders' summaries as they are, the bench's own report)."""
-    from .charts import png_bytes
     from .verdict_chart import fig_cost_axis
-    from .verdict_run import VerdictFiles
+    from .verdict_run import write_files
 
     path = Path(run_dir)
     meta = json.loads((path / "meta.json").read_text())
     summary = build_axis_summary(path, meta, rebuild=rebuild)
-    out = Path(out_dir) if out_dir else path
-    out.mkdir(parents=True, exist_ok=True)
-    js = out / "summary.json"
-    js.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    md = out / "summary.md"
-    md.write_text(axis_markdown(summary))
-    fig = fig_cost_axis(summary)
-    chart = png = None
-    if fig is not None:
-        (out / "charts").mkdir(exist_ok=True)
-        chart = out / "charts" / "verdict-cost.png"
-        png = png_bytes(fig)
-        chart.write_bytes(png)
-    report = out / "report.html"
-    report.write_text(axis_html(summary, png), encoding="utf-8")
-    return VerdictFiles(js, md, report, chart, summary)
+    return write_files(Path(out_dir) if out_dir else path, summary, axis_markdown(summary),
+                       fig_cost_axis(summary), "verdict-cost.png",
+                       lambda png: axis_html(summary, png))

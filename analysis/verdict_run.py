@@ -375,7 +375,6 @@ def build_verdict_report(run_dir: str | Path, out_dir: str | Path | None = None,
                          slo_p99_ms: float | None = None) -> VerdictFiles:
     """Write summary.json, summary.md, charts/verdict.png and report.html into the folder (or
     ``out_dir``: another target or SLO planned from the same measurements, kept apart)."""
-    from .charts import png_bytes
     from .verdict_axis import build_axis_report, is_axis
     from .verdict_chart import fig_verdict
 
@@ -384,21 +383,29 @@ def build_verdict_report(run_dir: str | Path, out_dir: str | Path | None = None,
     vr = load_verdict(run_dir)
     summary = build_summary(vr, target_reviews_per_s=target_reviews_per_s,
                             slo_p99_ms=slo_p99_ms)
-    out = Path(out_dir) if out_dir else vr.path
+    return write_files(Path(out_dir) if out_dir else vr.path, summary,
+                       summary_markdown(summary), fig_verdict(summary), "verdict.png",
+                       lambda png: render_html(summary, png))
+
+
+def write_files(out: Path, summary: dict, markdown: str, fig, chart_name: str,
+                html_of) -> VerdictFiles:
+    """summary.json, summary.md, charts/<chart_name> (when there is a chart) and report.html
+    (``html_of(png or None)``): one writer for a verdict and a cost axis alike."""
+    from .charts import png_bytes
+
     out.mkdir(parents=True, exist_ok=True)
     js = out / "summary.json"
     js.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     md = out / "summary.md"
-    md.write_text(summary_markdown(summary))
-    fig = fig_verdict(summary)
-    chart = None
-    png = None
+    md.write_text(markdown)
+    chart = png = None
     if fig is not None:
         (out / "charts").mkdir(exist_ok=True)
-        chart = out / "charts" / "verdict.png"
+        chart = out / "charts" / chart_name
         png = png_bytes(fig)
         chart.write_bytes(png)
     report = out / "report.html"
-    report.write_text(render_html(summary, png), encoding="utf-8")
+    report.write_text(html_of(png), encoding="utf-8")
     return VerdictFiles(js, md, report, chart, summary)
 

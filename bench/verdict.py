@@ -465,12 +465,7 @@ def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
     """Measure every deployment, then write and print the verdict; (folder, summary)."""
     if opts.costs:
         return run_axis(opts)
-    sc, slo = _scenario(opts)
-    opts.results.mkdir(parents=True, exist_ok=True)
-    run_dir = new_run_dir(opts.results, "verdict")
-    _link_latest(opts.results, run_dir)
-    progress = Progress(quiet=opts.quiet)
-    t_start = time.monotonic()
+    sc, slo, run_dir, progress, t_start = _start(opts)
     progress.say(f"[bold]verdict[/]: {', '.join(sc.modes)} on '{sc.name}' "
                  f"({sc.workload.batch_size} reviews per operation), about "
                  f"{_estimate_s(sc, opts.phases) / 60:.0f} min; "
@@ -480,6 +475,16 @@ def run(opts: VerdictOptions) -> tuple[Path, dict | None]:
     summary = report(run_dir, progress)
     progress.say(f"verdict in {time.monotonic() - t_start:.0f} s: {run_dir / 'report.html'}")
     return run_dir, summary
+
+
+def _start(opts: VerdictOptions):
+    """What a verdict and a cost axis begin with: the scenario and SLO, a fresh run folder
+    (``latest`` pointing at it), the progress lines and the clock."""
+    sc, slo = _scenario(opts)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(opts.results, "verdict")
+    _link_latest(opts.results, run_dir)
+    return sc, slo, run_dir, Progress(quiet=opts.quiet), time.monotonic()
 
 
 def cost_dir(cost_us: float) -> str:
@@ -492,12 +497,7 @@ def run_axis(opts: VerdictOptions) -> tuple[Path, dict | None]:
     ``cost-<µs>us/``), then the axis: where each regime's winner changes as the model gets
     costlier (analysis/verdict_axis.py)."""
     costs = tuple(opts.costs or ())
-    sc, slo = _scenario(opts)
-    opts.results.mkdir(parents=True, exist_ok=True)
-    run_dir = new_run_dir(opts.results, "verdict")
-    _link_latest(opts.results, run_dir)
-    progress = Progress(quiet=opts.quiet)
-    t_start = time.monotonic()
+    sc, slo, run_dir, progress, t_start = _start(opts)
     meta = _meta(opts, sc, slo, run_dir.name, opts.phases)
     meta.pop("modes")
     meta["axis"] = {"costs_us": list(costs), "dirs": [cost_dir(c) for c in costs],

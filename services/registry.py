@@ -232,6 +232,7 @@ class Kind:
         return max(1, int(request_batch))
 
     def workers(self, dep: Deployment) -> Any:
+        """How many worker processes it was set to run (meta.json ``workers``)."""
         return dep.settings.get("processes") or dep.settings.get("workers")
 
     # -- faults ---------------------------------------------------------------------------------

@@ -54,9 +54,6 @@ class RestKind(Kind):
     def engine(self, settings: Mapping[str, Any]) -> str:
         return ENGINE
 
-    def workers(self, dep: Deployment) -> Any:
-        return dep.settings.get("processes")
-
     # -- faults ---------------------------------------------------------------------------------
     def _master(self, ctx, dep: Deployment):
         for p in self.service_procs(ctx, dep):

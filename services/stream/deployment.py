@@ -94,9 +94,6 @@ class StreamKind(Kind):
             s = StreamSettings()
         return max(1, int(s.take_max)) if s.shape == "batch" else 1
 
-    def workers(self, dep: Deployment) -> Any:
-        return dep.settings.get("workers")
-
     # -- faults ---------------------------------------------------------------------------------
     def _workers(self, ctx, dep: Deployment) -> list:
         return [p for p in self.service_procs(ctx, dep) if p.name.startswith("stream-worker")]
