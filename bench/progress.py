@@ -18,6 +18,9 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 from rich.table import Table
 
 
+#: Seconds a driver gets to write its table after SIGTERM before it is killed.
+KILL_GRACE_S = 30.0
+
 class Progress:
     def __init__(self, quiet: bool = False):
         tty = sys.stdout.isatty()
@@ -29,7 +32,9 @@ class Progress:
         self.console.print(msg, soft_wrap=True)  # a message is one line: paths stay greppable
 
     def follow_driver(self, mode: str, proc, *, total_s: float, limit_s: float) -> dict | None:
-        """Tail the driver's JSON lines until it exits; stop it (SIGTERM) past ``limit_s``.
+        """Tail the driver's JSON lines until it exits; stop it (SIGTERM) past ``limit_s``, and
+        kill it (SIGKILL) if it is still there :data:`KILL_GRACE_S` later: a driver stuck where
+        its SIGTERM handler cannot run must not hold the bench (and a test) for ever.
 
         Returns the driver's final line (``{"event": "final", ...}``) or None.
         """
@@ -38,7 +43,7 @@ class Progress:
         last: dict = {}
         prev_ok, prev_t = 0, 0.0
         t_begin = time.monotonic()
-        terminated = False
+        terminated: float | None = None
         columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[stats]}"))
         with RichProgress(*columns, console=self.console, transient=False,
@@ -67,10 +72,16 @@ class Progress:
                                      f"  in flight {rec.get('in_flight', 0)}")
                 if not alive:
                     break
-                if not terminated and time.monotonic() - t_begin > limit_s:
+                now = time.monotonic()
+                if terminated is None and now - t_begin > limit_s:
                     self.say(f"[yellow]{mode}: driver over its time limit; stopping it[/]")
                     os.killpg(proc.pid, signal.SIGTERM)
-                    terminated = True
+                    terminated = now
+                elif terminated is not None and now - terminated > KILL_GRACE_S:
+                    self.say(f"[red]{mode}: driver ignored SIGTERM for {KILL_GRACE_S:.0f} s; "
+                             f"killing it (its table is lost; log: {proc.log_path})[/]")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    terminated = float("inf")
                 time.sleep(0.25)
             if final is not None:
                 bar.update(task, completed=total_s)
